@@ -1,0 +1,5 @@
+import sys
+
+from mfdepth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""The ``mfdepth`` command.
+
+Each subcommand lives in its own module, which defines ``NAME``, ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``. Only modules listed in ``SUBCOMMANDS`` are offered, and a module is listed
+only once its command works end to end. Modules are imported when the command line is parsed, so
+``mfdepth --help`` stays fast enough but torch-heavy imports stay inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mfdepth import __version__
+from mfdepth.config import ConfigError
+
+SUBCOMMANDS: tuple[str, ...] = (
+)
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mfdepth",
+        description="Self-supervised multi-frame monocular depth estimation in dynamic scenes.",
+    )
+    parser.add_argument("--version", action="version", version=f"mfdepth {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMANDS:
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except (ConfigError, UserError, FileNotFoundError) as err:
+        print(f"mfdepth {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mfdepth {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
