@@ -1,0 +1,52 @@
+"""Typed configuration: defaults, YAML, overrides and one-line errors."""
+
+import pytest
+
+from mfdepth.config import Config, ConfigError, config_from_dict, load_config, save_config, to_dict
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  batch_size: 2\nmodel:\n  msff: false\n")
+    config = load_config(path, ["train.batch_size=8", "data.frame_offsets=[0, -1]", "model.min_depth=1"])
+    assert config.train.batch_size == 8
+    assert config.model.msff is False
+    assert config.data.frame_offsets == [0, -1]
+    assert isinstance(config.model.min_depth, float) and config.model.min_depth == 1.0
+    assert config.train.learning_rate == Config().train.learning_rate
+
+
+def test_round_trip_through_yaml(tmp_path):
+    config = load_config(None, ["run_dir=somewhere", "masks.camera_height=1.65"])
+    save_config(config, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == config
+    assert config_from_dict(to_dict(config)) == config
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.batchsize=3", "train.batchsize"),
+        ("train.batch_size=three", "train.batch_size"),
+        ("model.msff=1", "model.msff"),
+        ("data=5", "data"),
+        ("trainbatch", "key=value"),
+        ("data.height=100", "multiples of 32"),
+        ("model.encoder_layers=34", "model.encoder_layers"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+
+
+def test_missing_and_malformed_files_name_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
