@@ -1,0 +1,325 @@
+"""Self-supervised losses: SSIM, photometric error, minimum reprojection, auto-masking, smoothness, distillation.
+
+Every function is pure: tensors in, tensors out, no state. Shapes follow ``docs/design.md``: images
+``(B, 3, H, W)`` in [0, 1], depth ``(B, 1, H, W)`` in metres, intrinsics ``(B, 3, 3)`` in pixels of the
+tensor they go with, poses ``T_source_target`` ``(B, 4, 4)``.
+
+The composite :func:`self_supervised_loss` is what the training loop calls, so that the loop itself holds
+no maths: it warps the source frames with every decoder scale's depth (upsampled to full size, as in
+Monodepth2), takes the per-pixel minimum photometric error over the sources, applies auto-masking and an
+optional exclusion mask (the depth inconsistency mask), and adds edge-aware smoothness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mfdepth.geometry import inverse_warp
+
+Tensor = torch.Tensor
+
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+
+
+def ssim(x: Tensor, y: Tensor) -> Tensor:
+    """Structural similarity map over 3x3 windows.
+
+    Args:
+        x, y: ``(B, C, H, W)`` images in [0, 1].
+    Returns:
+        ``(B, C, H, W)`` SSIM per pixel and channel, 1 where the windows are identical (at most 1; it can
+        be negative for anti-correlated windows). Windows are mean-pooled (uniform weights) over a
+        reflection-padded image, with ``C1 = 0.01**2`` and ``C2 = 0.03**2`` (Monodepth2's choice).
+    """
+    x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    y = F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x = F.avg_pool2d(x, 3, 1)
+    mu_y = F.avg_pool2d(y, 3, 1)
+    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x * mu_x
+    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y * mu_y
+    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    numerator = (2.0 * mu_x * mu_y + SSIM_C1) * (2.0 * sigma_xy + SSIM_C2)
+    denominator = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
+    return numerator / denominator
+
+
+def ssim_dissimilarity(x: Tensor, y: Tensor) -> Tensor:
+    """Loss-ready SSIM: ``(1 - SSIM) / 2`` clamped to [0, 1]. ``(B, C, H, W)`` in, ``(B, C, H, W)`` out; 0 = identical."""
+    return ((1.0 - ssim(x, y)) / 2.0).clamp(0.0, 1.0)
+
+
+def photometric_error(pred: Tensor, target: Tensor, ssim_weight: float = 0.85) -> Tensor:
+    """Per-pixel photometric error ``w * (1 - SSIM) / 2 + (1 - w) * |pred - target|``.
+
+    Args:
+        pred, target: ``(B, C, H, W)`` images in [0, 1].
+        ssim_weight: ``w``, the weight of the SSIM term (0.85 in Monodepth2 and the paper).
+    Returns:
+        ``(B, 1, H, W)`` error averaged over channels, >= 0, 0 for identical images.
+    """
+    l1 = (pred - target).abs().mean(dim=1, keepdim=True)
+    if ssim_weight == 0:
+        return l1
+    structural = ssim_dissimilarity(pred, target).mean(dim=1, keepdim=True)
+    return ssim_weight * structural + (1.0 - ssim_weight) * l1
+
+
+def min_over_sources(errors: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-pixel minimum of per-source errors (Monodepth2's minimum reprojection).
+
+    Args:
+        errors: one ``(B, 1, H, W)`` error map per source frame (at least one).
+    Returns:
+        ``(minimum, index)``: ``(B, 1, H, W)`` smallest error, and ``(B, 1, H, W)`` long index of the source
+        that gave it (the first one on ties).
+    """
+    if len(errors) == 0:
+        raise ValueError("min_over_sources needs at least one error map")
+    stacked = torch.cat(list(errors), dim=1)
+    minimum, index = stacked.min(dim=1, keepdim=True)
+    return minimum, index
+
+
+def compute_automask(reprojection_error: Tensor, identity_error: Tensor) -> Tensor:
+    """Monodepth2's auto-mask as an explicit boolean map.
+
+    Args:
+        reprojection_error: ``(B, 1, H, W)`` minimum over sources of pe(warped source, target).
+        identity_error: ``(B, 1, H, W)`` minimum over sources of pe(unwarped source, target).
+    Returns:
+        ``(B, 1, H, W)`` bool, True where the pixel is KEPT: the warped sources explain the target strictly
+        better than the unwarped ones. Ties count as not kept, which ignores a static camera (source ==
+        target) deterministically; Monodepth2 breaks the same ties with random noise instead.
+    """
+    return reprojection_error < identity_error
+
+
+def masked_mean(values: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean of ``values`` over the pixels where ``mask`` is True; 0 (graph intact, no NaN) when empty.
+
+    Args:
+        values: ``(B, C, H, W)`` (any shape).
+        mask: bool or {0, 1} float broadcastable to ``values``; None = every element.
+    Returns:
+        Scalar tensor.
+    """
+    if mask is None:
+        return values.mean()
+    weights = mask.to(values.dtype).expand_as(values)
+    # Dividing by at least 1 keeps an empty mask at exactly 0 while still back-propagating (zero) grads.
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def smoothness_loss(disp: Tensor, image: Tensor) -> Tensor:
+    """Edge-aware smoothness of mean-normalised disparity (Monodepth2).
+
+    Args:
+        disp: ``(B, 1, H, W)`` disparity (inverse depth, any positive scale).
+        image: ``(B, 3, H, W)`` image at the same resolution, in [0, 1].
+    Returns:
+        Scalar: mean |d disp / dx| * exp(-|d I / dx|) + the same along y, where disparity is divided by its
+        per-image mean first so the term cannot be lowered by shrinking the depth scale. 0 for a constant
+        disparity.
+    """
+    norm_disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
+    grad_disp_x = (norm_disp[:, :, :, :-1] - norm_disp[:, :, :, 1:]).abs()
+    grad_disp_y = (norm_disp[:, :, :-1, :] - norm_disp[:, :, 1:, :]).abs()
+    grad_img_x = (image[:, :, :, :-1] - image[:, :, :, 1:]).abs().mean(dim=1, keepdim=True)
+    grad_img_y = (image[:, :, :-1, :] - image[:, :, 1:, :]).abs().mean(dim=1, keepdim=True)
+    return (grad_disp_x * torch.exp(-grad_img_x)).mean() + (grad_disp_y * torch.exp(-grad_img_y)).mean()
+
+
+def _as_list(items: Sequence[Tensor] | Mapping) -> list[Tensor]:
+    return list(items.values()) if isinstance(items, Mapping) else list(items)
+
+
+def _full_res_K(K: Tensor) -> Tensor:
+    # A Sample carries a (B, S, 3, 3) pyramid; its first entry is the full-resolution K.
+    return K[:, 0] if K.dim() == 4 else K
+
+
+def warp_sources(
+    sources: Sequence[Tensor] | Mapping,
+    depth: Tensor,
+    poses: Sequence[Tensor] | Mapping,
+    K: Tensor,
+    padding_mode: str = "border",
+) -> list[Tensor]:
+    """Warp each source frame into the target view.
+
+    Args:
+        sources: source images ``(B, 3, H, W)``, a list or a dict (values taken in order).
+        depth: ``(B, 1, H, W)`` target depth in metres, at the images' resolution.
+        poses: ``T_source_target`` ``(B, 4, 4)`` per source, same order / keys as ``sources``.
+        K: ``(B, 3, 3)`` full-resolution intrinsics (or a ``(B, S, 3, 3)`` pyramid: first entry used).
+    Returns:
+        List of ``(B, 3, H, W)`` warped sources, in the order of ``sources``.
+    """
+    source_list, pose_list = _as_list(sources), _paired_poses(sources, poses)
+    K = _full_res_K(K)
+    return [
+        inverse_warp(src, depth, T, K, padding_mode=padding_mode)[0] for src, T in zip(source_list, pose_list)
+    ]
+
+
+def _paired_poses(sources, poses) -> list[Tensor]:
+    if isinstance(sources, Mapping) and isinstance(poses, Mapping):
+        return [poses[key] for key in sources]
+    pose_list = _as_list(poses)
+    if len(pose_list) != len(_as_list(sources)):
+        raise ValueError(f"got {len(_as_list(sources))} source frames but {len(pose_list)} poses")
+    return pose_list
+
+
+def min_reprojection_error(
+    target: Tensor,
+    sources: Sequence[Tensor] | Mapping,
+    depth: Tensor,
+    poses: Sequence[Tensor] | Mapping,
+    K: Tensor,
+    ssim_weight: float = 0.85,
+) -> tuple[Tensor, list[Tensor]]:
+    """Per-pixel minimum photometric error over the sources warped with one depth map.
+
+    Used for the loss and, without gradients, to compare a teacher's and a student's depth (reliability).
+
+    Args:
+        target: ``(B, 3, H, W)``; sources, poses, K: as in :func:`warp_sources`.
+        depth: ``(B, 1, h, w)`` metres; upsampled bilinearly to ``(H, W)`` when coarser.
+    Returns:
+        ``(error, warped)``: ``(B, 1, H, W)`` minimum error, and the list of warped sources.
+    """
+    depth = _upsample_to(depth, target.shape[-2:])
+    warped = warp_sources(sources, depth, poses, K)
+    errors = [photometric_error(w, target, ssim_weight) for w in warped]
+    return min_over_sources(errors)[0], warped
+
+
+def _upsample_to(depth: Tensor, size) -> Tensor:
+    if tuple(depth.shape[-2:]) == tuple(size):
+        return depth
+    return F.interpolate(depth, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def self_supervised_loss(
+    target: Tensor,
+    sources: Sequence[Tensor] | Mapping,
+    depths: Sequence[Tensor],
+    poses: Sequence[Tensor] | Mapping,
+    K: Tensor,
+    *,
+    automask: bool = True,
+    ssim_weight: float = 0.85,
+    smoothness_weight: float = 1e-3,
+    exclude_mask: Tensor | None = None,
+) -> dict:
+    """The full self-supervised objective over all decoder scales.
+
+    For each scale s, the depth ``(B, 1, H/2^s, W/2^s)`` is upsampled bilinearly to ``(H, W)``, every source
+    is warped into the target with it (``inverse_warp``, border padding) and the photometric error is taken
+    per pixel as the minimum over the sources. A pixel counts in the scale's masked mean when it is kept by
+    the auto-mask (if ``automask``) and not in ``exclude_mask``. Smoothness uses disparity ``1 / depth`` at
+    the scale's own resolution with the target resized (area) to match, weighted by ``1 / 2^s``.
+
+        photometric = mean_s masked_mean(min reprojection error at s)
+        smoothness  = mean_s smoothness_loss(disp_s, target_s) / 2^s
+        loss        = photometric + smoothness_weight * smoothness
+
+    Args:
+        target: ``(B, 3, H, W)`` target image in [0, 1] (unaugmented).
+        sources: source images ``(B, 3, H, W)``, list or dict.
+        depths: target depth per scale, finest first: ``(B, 1, H/2^s, W/2^s)`` metres (any number of scales).
+        poses: ``T_source_target`` ``(B, 4, 4)`` per source (list in the order of ``sources``, or a dict
+            with the same keys).
+        K: ``(B, 3, 3)`` intrinsics of the full-resolution images (a ``(B, S, 3, 3)`` pyramid is accepted:
+            its first entry is used).
+        automask: apply Monodepth2's auto-masking.
+        ssim_weight: SSIM weight of the photometric error.
+        smoothness_weight: weight of the smoothness term (Monodepth2: 1e-3).
+        exclude_mask: optional ``(B, 1, H, W)`` bool / float (> 0.5 = excluded) pixels dropped from the
+            photometric loss, e.g. the depth inconsistency mask; resized (nearest) if at another size.
+    Returns:
+        dict with
+          ``loss``, ``photometric``, ``smoothness``: scalars (``loss`` is what to back-propagate);
+          ``reprojection_error``: ``(B, 1, H, W)`` minimum over sources at scale 0;
+          ``identity_error``: ``(B, 1, H, W)`` minimum over unwarped sources;
+          ``automask``: ``(B, 1, H, W)`` bool at scale 0, True = kept (all True when ``automask`` is off);
+          ``loss_mask``: ``(B, 1, H, W)`` bool, pixels that counted at scale 0 (automask AND NOT excluded);
+          ``warped``: list of ``(B, 3, H, W)`` sources warped with the scale-0 depth.
+    """
+    if len(depths) == 0:
+        raise ValueError("self_supervised_loss needs the depth of at least one scale")
+    size = target.shape[-2:]
+    source_list = _as_list(sources)
+    keep_all = torch.ones_like(target[:, :1], dtype=torch.bool)
+
+    identity_error = min_over_sources([photometric_error(src, target, ssim_weight) for src in source_list])[0]
+
+    excluded = None
+    if exclude_mask is not None:
+        excluded = exclude_mask.to(target.dtype)
+        if tuple(excluded.shape[-2:]) != tuple(size):
+            excluded = F.interpolate(excluded, size=tuple(size), mode="nearest")
+        excluded = excluded > 0.5
+
+    photometric_terms, smoothness_terms = [], []
+    outputs: dict = {}
+    for scale, depth in enumerate(depths):
+        reprojection, warped = min_reprojection_error(target, sources, depth, poses, K, ssim_weight)
+        kept = compute_automask(reprojection, identity_error) if automask else keep_all
+        loss_mask = kept if excluded is None else kept & ~excluded
+        photometric_terms.append(masked_mean(reprojection, loss_mask))
+
+        disp = 1.0 / depth.clamp(min=1e-6)
+        image = (
+            target if depth.shape[-2:] == size else F.interpolate(target, size=depth.shape[-2:], mode="area")
+        )
+        smoothness_terms.append(smoothness_loss(disp, image) / (2**scale))
+
+        if scale == 0:
+            outputs.update(
+                reprojection_error=reprojection,
+                identity_error=identity_error,
+                automask=kept,
+                loss_mask=loss_mask,
+                warped=warped,
+            )
+
+    photometric = torch.stack(photometric_terms).mean()
+    smoothness = torch.stack(smoothness_terms).mean()
+    outputs.update(
+        loss=photometric + smoothness_weight * smoothness,
+        photometric=photometric,
+        smoothness=smoothness,
+    )
+    return outputs
+
+
+def distillation_loss(depth_student: Tensor, depth_teacher: Tensor, region: Tensor) -> Tensor:
+    """Robust knowledge distillation: mean over ``region`` of ``|log D_student - log D_teacher|``.
+
+    Args:
+        depth_student: ``(B, 1, H, W)`` metres, > 0 (the multi-frame net's depth).
+        depth_teacher: ``(B, 1, H, W)`` metres, > 0 (the frozen teacher's depth); detached here.
+        region: ``(B, 1, H, W)`` bool / {0, 1} float, the pixels to distil (see
+            :func:`mfdepth.masks.distillation_region`); resized (nearest) if at another size.
+    Returns:
+        Scalar; exactly 0 with the graph to ``depth_student`` intact (zero gradient, no NaN) when the
+        region is empty.
+    """
+    if depth_student.shape != depth_teacher.shape:
+        raise ValueError(
+            f"student depth {tuple(depth_student.shape)} and teacher depth "
+            f"{tuple(depth_teacher.shape)} differ in shape"
+        )
+    region = region.to(depth_student.dtype)
+    if tuple(region.shape[-2:]) != tuple(depth_student.shape[-2:]):
+        region = F.interpolate(region, size=tuple(depth_student.shape[-2:]), mode="nearest")
+    teacher = depth_teacher.detach()
+    # Clamping keeps log finite for the masked-out pixels too (0 * inf would be NaN).
+    difference = (torch.log(depth_student.clamp(min=1e-6)) - torch.log(teacher.clamp(min=1e-6))).abs()
+    return masked_mean(difference, region > 0.5)

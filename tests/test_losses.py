@@ -1,0 +1,263 @@
+"""Losses against analytic answers and constructed scenes."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mfdepth import losses as L
+from mfdepth.geometry import pose_vector_to_matrix
+
+# A textured fronto-parallel plane at depth Z seen by cameras translated along x by +-T: with f * T / Z an
+# integer, every view is an exact crop of one wide texture, so the true depth and pose warp each source
+# onto the target exactly (no resampling blur) and the known answer is "zero error".
+H, W, F_PX, Z, T = 32, 48, 40.0, 4.0, 0.2
+SHIFT = round(F_PX * T / Z)  # 2 pixels
+MARGIN = 4
+
+
+def _K(batch=1):
+    K = torch.tensor([[F_PX, 0.0, (W - 1) / 2], [0.0, F_PX, (H - 1) / 2], [0.0, 0.0, 1.0]])
+    return K.expand(batch, 3, 3).clone()
+
+
+def _texture(h, w, seed=0, batch=1):
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, max(h // 4, 1), max(w // 4, 1), generator=gen)
+    fine = torch.rand(batch, 3, h, w, generator=gen)
+    return 0.6 * F.interpolate(coarse, (h, w), mode="bilinear", align_corners=False) + 0.4 * fine
+
+
+def _plane_scene(batch=2):
+    """Target and two sources of the plane; source i sits where ``X_source = X_target + (tx_i, 0, 0)``."""
+    canvas = _texture(H, W + 2 * MARGIN, batch=batch)
+    target = canvas[..., MARGIN : MARGIN + W]
+    # u_source = u_target + f * tx / Z, so source(u) = target(u - shift) = canvas(u - shift + MARGIN).
+    source_prev = canvas[..., MARGIN - SHIFT : MARGIN - SHIFT + W]  # tx = +T
+    source_next = canvas[..., MARGIN + SHIFT : MARGIN + SHIFT + W]  # tx = -T
+    return target, [source_prev, source_next], [T, -T]
+
+
+def _poses(translations_x, batch, requires_grad=False):
+    axis_angle = torch.zeros(batch, 3, requires_grad=requires_grad)
+    vectors = []
+    for tx in translations_x:
+        t = torch.zeros(batch, 3)
+        t[:, 0] = tx
+        vectors.append(t.requires_grad_(requires_grad))
+    return axis_angle, vectors, [pose_vector_to_matrix(axis_angle, t) for t in vectors]
+
+
+def _depth_pyramid(depth_full):
+    return [depth_full] + [F.avg_pool2d(depth_full, 2**s) for s in range(1, 4)]
+
+
+# ---------------------------------------------------------------------------------------------
+# SSIM and photometric error
+
+
+def test_ssim_of_image_with_itself_is_one():
+    x = _texture(16, 20, batch=2)
+    assert torch.allclose(L.ssim(x, x), torch.ones_like(x), atol=1e-5)
+    assert torch.allclose(L.ssim_dissimilarity(x, x), torch.zeros_like(x), atol=1e-5)
+
+
+def test_ssim_of_constant_images_matches_formula():
+    # Zero variance leaves only the luminance term: (2ab + C1) / (a^2 + b^2 + C1).
+    # float64: in float32 the window variance E[x^2] - E[x]^2 of a constant keeps ~1e-8 of rounding.
+    a, b = 0.3, 0.7
+    x, y = torch.full((1, 3, 6, 6), a, dtype=torch.float64), torch.full((1, 3, 6, 6), b, dtype=torch.float64)
+    expected = (2 * a * b + L.SSIM_C1) / (a * a + b * b + L.SSIM_C1)
+    assert torch.allclose(L.ssim(x, y), torch.full_like(x, expected), atol=1e-6)
+
+
+def test_photometric_error_zero_for_identical_and_positive_otherwise():
+    x = _texture(16, 20)
+    y = _texture(16, 20, seed=1)
+    assert L.photometric_error(x, x).shape == (1, 1, 16, 20)
+    assert L.photometric_error(x, x).abs().max() < 1e-6
+    assert (L.photometric_error(x, y) > 0).all()
+
+
+def test_photometric_error_of_constant_images_matches_formula():
+    a, b = 0.2, 0.5
+    x, y = torch.full((1, 3, 5, 5), a, dtype=torch.float64), torch.full((1, 3, 5, 5), b, dtype=torch.float64)
+    s = (2 * a * b + L.SSIM_C1) / (a * a + b * b + L.SSIM_C1)
+    expected = 0.85 * (1 - s) / 2 + 0.15 * abs(a - b)
+    assert torch.allclose(L.photometric_error(x, y), torch.full_like(x[:, :1], expected), atol=1e-6)
+    assert torch.allclose(L.photometric_error(x, y, ssim_weight=0.0), torch.full_like(x[:, :1], abs(a - b)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Minimum reprojection and auto-masking
+
+
+def test_min_over_sources_picks_the_smaller_error_per_pixel():
+    first = torch.tensor([[[[0.1, 0.5], [0.3, 0.0]]]])
+    second = torch.tensor([[[[0.2, 0.4], [0.3, 0.9]]]])
+    minimum, index = L.min_over_sources([first, second])
+    assert torch.equal(minimum, torch.tensor([[[[0.1, 0.4], [0.3, 0.0]]]]))
+    assert torch.equal(index, torch.tensor([[[[0, 1], [0, 0]]]]))
+
+
+def test_per_pixel_min_uses_the_source_that_sees_each_pixel():
+    # Source A equals the target on the left half, source B on the right half; identity pose.
+    target = _texture(H, W)
+    noise = _texture(H, W, seed=5)
+    left = torch.zeros(1, 1, H, W, dtype=torch.bool)
+    left[..., : W // 2] = True
+    source_a = torch.where(left, target, noise)
+    source_b = torch.where(left, noise, target)
+    identity = [torch.eye(4)[None], torch.eye(4)[None]]
+    out = L.self_supervised_loss(
+        target, [source_a, source_b], [torch.full((1, 1, H, W), 5.0)], identity, _K()
+    )
+    error = out["reprojection_error"]
+    away_from_seam = torch.ones_like(error, dtype=torch.bool)
+    away_from_seam[..., W // 2 - 2 : W // 2 + 2] = False
+    assert error[away_from_seam].max() < 1e-5
+    single = L.photometric_error(source_a, target)
+    assert single[..., W // 2 + 2 :].min() > 1e-3  # one source alone would not explain the right half
+
+
+def test_automask_ignores_a_static_scene():
+    target = _texture(H, W, batch=2)
+    sources = [target.clone(), target.clone()]
+    identity = [torch.eye(4).expand(2, 4, 4)] * 2
+    depth = torch.rand(2, 1, H, W, generator=torch.Generator().manual_seed(3)) * 10 + 1
+    out = L.self_supervised_loss(target, sources, _depth_pyramid(depth), identity, _K(2))
+    assert out["automask"].dtype == torch.bool
+    assert not out["automask"].any()
+    assert not out["loss_mask"].any()
+    assert out["photometric"].item() == 0.0
+    assert torch.isfinite(out["loss"])
+
+
+def test_automask_keeps_pixels_that_the_warp_explains_better():
+    reprojection = torch.tensor([[[[0.1, 0.2, 0.3]]]])
+    identity = torch.tensor([[[[0.2, 0.2, 0.1]]]])
+    assert L.compute_automask(reprojection, identity).tolist() == [[[[True, False, False]]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Smoothness
+
+
+def test_smoothness_zero_for_constant_disparity():
+    image = _texture(16, 20)
+    assert L.smoothness_loss(torch.full((1, 1, 16, 20), 0.3), image).item() == 0.0
+
+
+def test_smoothness_is_scale_invariant_and_cheaper_at_image_edges():
+    disp = torch.ones(1, 1, 8, 8)
+    disp[..., 4:] = 2.0
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    edge = flat.clone()
+    edge[..., 4:] = 1.0
+    # Mean-normalised disparity: a step of 1 over a mean of 1.5, on 8 of the 7 x 8 horizontal gradients.
+    expected_flat = (1.0 / 1.5) * 8 / (8 * 7)
+    assert L.smoothness_loss(disp, flat).item() == pytest.approx(expected_flat, rel=1e-5)
+    assert L.smoothness_loss(10 * disp, flat).item() == pytest.approx(expected_flat, rel=1e-5)
+    assert L.smoothness_loss(disp, edge).item() == pytest.approx(expected_flat * math.exp(-0.5), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The composite loss on the textured plane
+
+
+def test_true_depth_and_pose_explain_the_plane_scene():
+    target, sources, tx = _plane_scene()
+    _, _, poses = _poses(tx, batch=2)
+    K = _K(2)
+    true = L.self_supervised_loss(target, sources, _depth_pyramid(torch.full((2, 1, H, W), Z)), poses, K)
+    assert true["reprojection_error"].max() < 1e-4  # exact up to float rounding of the sampling grid
+    assert true["photometric"] < 1e-4
+    for wrong_depth in (Z * 0.5, Z * 2.0):
+        wrong = L.self_supervised_loss(
+            target, sources, _depth_pyramid(torch.full((2, 1, H, W), wrong_depth)), poses, K
+        )
+        assert wrong["photometric"] > 0.05
+        assert wrong["loss"] > 100 * true["loss"]
+    assert true["reprojection_error"].shape == (2, 1, H, W)
+    assert true["automask"].shape == (2, 1, H, W)
+    assert len(true["warped"]) == 2 and true["warped"][0].shape == (2, 3, H, W)
+    assert torch.allclose(true["warped"][0][..., : W - SHIFT - 1], target[..., : W - SHIFT - 1], atol=1e-4)
+
+
+def test_gradients_flow_to_depth_and_pose():
+    target, sources, tx = _plane_scene()
+    axis_angle, translations, poses = _poses(tx, batch=2, requires_grad=True)
+    depth = torch.full((2, 1, H, W), Z * 1.3, requires_grad=True)
+    out = L.self_supervised_loss(target, sources, _depth_pyramid(depth), poses, _K(2))
+    out["loss"].backward()
+    for leaf in (depth, axis_angle, *translations):
+        assert leaf.grad is not None
+        assert torch.isfinite(leaf.grad).all()
+        assert leaf.grad.abs().sum() > 0
+    # Too far a depth: the loss falls when the depth comes nearer.
+    assert depth.grad.sum() > 0
+
+
+def test_dict_sources_give_the_same_loss_as_lists():
+    target, sources, tx = _plane_scene()
+    _, _, poses = _poses(tx, batch=2)
+    depths = _depth_pyramid(torch.full((2, 1, H, W), Z * 1.5))
+    as_list = L.self_supervised_loss(target, sources, depths, poses, _K(2))
+    as_dict = L.self_supervised_loss(
+        target, {-1: sources[0], 1: sources[1]}, depths, {1: poses[1], -1: poses[0]}, _K(2)
+    )
+    assert torch.equal(as_list["loss"], as_dict["loss"])
+
+
+def test_exclude_mask_removes_pixels_and_all_excluded_is_finite():
+    target, sources, tx = _plane_scene()
+    _, _, poses = _poses(tx, batch=2)
+    depth = torch.full((2, 1, H, W), Z * 2.0, requires_grad=True)
+    everything = torch.ones(2, 1, H, W, dtype=torch.bool)
+    out = L.self_supervised_loss(
+        target, sources, _depth_pyramid(depth), poses, _K(2), exclude_mask=everything
+    )
+    assert out["photometric"].item() == 0.0
+    assert not out["loss_mask"].any()
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(depth.grad).all()
+
+    # Excluding the left half: the photometric term becomes the mean over the right half only.
+    half = torch.zeros(2, 1, H, W)
+    half[..., : W // 2] = 1.0
+    single = [torch.full((2, 1, H, W), Z * 2.0)]
+    masked = L.self_supervised_loss(target, sources, single, poses, _K(2), automask=False, exclude_mask=half)
+    expected = masked["reprojection_error"][..., W // 2 :].mean()
+    assert masked["photometric"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_masked_mean_is_zero_on_empty_mask():
+    values = torch.rand(1, 1, 4, 4, requires_grad=True)
+    result = L.masked_mean(values, torch.zeros(1, 1, 4, 4, dtype=torch.bool))
+    result.backward()
+    assert result.item() == 0.0 and torch.equal(values.grad, torch.zeros_like(values))
+
+
+# ---------------------------------------------------------------------------------------------
+# Distillation
+
+
+def test_distillation_loss_matches_hand_computed_value():
+    student = torch.tensor([[[[1.0, math.e, math.e**2, 4.0]]]], requires_grad=True)
+    teacher = torch.ones(1, 1, 1, 4, requires_grad=True)
+    region = torch.tensor([[[[False, True, True, False]]]])
+    loss = L.distillation_loss(student, teacher, region)
+    assert loss.item() == pytest.approx(1.5, rel=1e-6)  # mean(|1 - 0|, |2 - 0|)
+    loss.backward()
+    assert teacher.grad is None  # the teacher is detached
+    assert torch.allclose(student.grad, torch.tensor([[[[0.0, 0.5 / math.e, 0.5 / math.e**2, 0.0]]]]))
+
+
+def test_distillation_loss_is_zero_with_graph_on_empty_region():
+    student = torch.full((2, 1, 4, 4), 3.0, requires_grad=True)
+    teacher = torch.full((2, 1, 4, 4), 1.0)
+    loss = L.distillation_loss(student, teacher, torch.zeros(2, 1, 4, 4, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(student.grad, torch.zeros_like(student))
