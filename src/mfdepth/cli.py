@@ -16,6 +16,7 @@ from mfdepth import __version__
 from mfdepth.config import ConfigError
 
 SUBCOMMANDS: tuple[str, ...] = (
+    "mfdepth.data.command",
 )
 
 

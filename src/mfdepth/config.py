@@ -29,7 +29,10 @@ class DataConfig:
     root: str = "data/synthetic"
     """Dataset root folder (for ``synthetic``: where ``mfdepth synth`` wrote, or will write, the world)."""
     split: str = "synthetic"
-    """Split name: a folder ``<root>/splits/<split>`` or a split shipped with the package (eigen_zhou, eigen)."""
+    """Split name. Each list file (train/val/test_files.txt, gt_depths.npz) is looked for in
+    ``<root>/splits/<split>/`` first, then in the package's ``mfdepth/splits/<split>/`` (ships kitti_sample;
+    see its README for dropping in Monodepth2's eigen / eigen_zhou lists). DDAD: optional; its dataset
+    json's scene_splits are used when no such folder exists. Folders and videos have no splits."""
     height: int = 96
     width: int = 320
     frame_offsets: list[int] = field(default_factory=lambda: [0, -1, 1])
@@ -39,6 +42,8 @@ class DataConfig:
     average_intrinsics: bool = False
     """KITTI: use Monodepth2's single averaged K instead of each date's P_rect (for published-number parity)."""
     camera: str = "image_02"
+    """KITTI: camera of split lines that give no side (image_02 = l, image_03 = r). DDAD: the DGP camera
+    name (e.g. CAMERA_01; the KITTI default image_02 means CAMERA_01)."""
     intrinsics: str | None = None
     """Folder/video data: a YAML/JSON file with K (pixels or normalised) or fx/fy/cx/cy."""
     focal_px: float | None = None
@@ -48,6 +53,9 @@ class DataConfig:
     color_jitter: bool = True
     hflip: bool = True
     num_workers: int = 2
+    test_root: str | None = None
+    """Root used for the test subset instead of ``root`` (Cityscapes: the raw leftImg8bit layout with
+    camera/ and disparity/, while ``root`` holds the preprocessed training triplets); None = ``root``."""
     synth_preset: str = "demo"
     """Synthetic world preset rendered on demand when ``root`` has no world yet."""
 
@@ -295,3 +303,11 @@ def save_config(config: Config, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A copy of ``config`` with ``key=value`` overrides applied and validated."""
+    data = to_dict(config)
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    return config_from_dict(data)
