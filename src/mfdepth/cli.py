@@ -17,11 +17,21 @@ from mfdepth.config import ConfigError
 
 SUBCOMMANDS: tuple[str, ...] = (
     "mfdepth.data.command",
+    "mfdepth.synth.command",
 )
 
 
 class UserError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input or files: shown as one line, never as a traceback."""
+    from mfdepth.data.errors import DataError
+    from mfdepth.training.checkpoint import CheckpointError
+    from mfdepth.training.loop import NonFiniteLossError
+
+    return (ConfigError, UserError, FileNotFoundError, DataError, CheckpointError, NonFiniteLossError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ConfigError, UserError, FileNotFoundError) as err:
+    except _user_errors() as err:
         print(f"mfdepth {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
