@@ -1,0 +1,80 @@
+"""Checkpoints: atomic writes, metadata for flag-free inference, ``weights_only`` loading.
+
+A checkpoint is a plain dict::
+
+    {
+        "models": {"multi": state_dict, "pose": state_dict, ...},
+        "optimizer": state_dict or None,
+        "step": int,              # optimisation steps done in this stage
+        "stage": str,
+        "meta": {"version", "height", "width", "min_depth", "max_depth", "config", ...},
+    }
+
+Everything in it is a tensor, a number, a string, or a list/dict of those, so it loads with
+``torch.load(..., weights_only=True)``: a checkpoint from an untrusted source cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mfdepth import __version__
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or lacks what the caller needs."""
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, and then renamed over
+    ``path``: a run killed mid-write leaves the previous checkpoint intact, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}") from None
+    if not isinstance(checkpoint, dict) or "models" not in checkpoint or "meta" not in checkpoint:
+        raise CheckpointError(f"{path} is not an mfdepth checkpoint (no 'models'/'meta' entries)")
+    return checkpoint
+
+
+def make_meta(config_dict: dict, stage: str, **extra: Any) -> dict[str, Any]:
+    """Metadata stored with every checkpoint so inference needs no flags."""
+    meta = {
+        "version": __version__,
+        "stage": stage,
+        "height": config_dict["data"]["height"],
+        "width": config_dict["data"]["width"],
+        "min_depth": config_dict["model"]["min_depth"],
+        "max_depth": config_dict["model"]["max_depth"],
+        "config": config_dict,
+    }
+    meta.update(extra)
+    return meta
