@@ -82,9 +82,12 @@ class LossConfig:
     automask: bool = True
     num_scales: int = 4
     dynamic_mask: bool = True
-    """Exclude depth-inconsistency-mask pixels from the photometric loss (teacher and student stages)."""
+    """Exclude depth-inconsistency-mask pixels from the student's photometric loss."""
     distillation: bool = True
-    """Robust knowledge distillation of the multi-frame student from the frozen teacher."""
+    """Robust knowledge distillation of the multi-frame student from the frozen robust teacher S*
+    (which is always trained with the mask). Off: ManyDepth's consistency rule against a frozen teacher,
+    S* when the masks are used, else the pretrain stage's S0. The masks and teacher stages run when
+    ``dynamic_mask`` or ``distillation`` is on."""
     reliability_mask: bool = True
     """Distil only where the teacher's photometric error is no worse than the student's."""
     distillation_weight: float = 1.0

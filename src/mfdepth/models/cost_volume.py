@@ -1,0 +1,89 @@
+"""The plane-sweep cost volume: target features against source features warped over depth hypotheses.
+
+Built in one batched ``grid_sample`` over all hypotheses (no loop over batch items or depths). The
+projection is linear in the hypothesis depth d, so the per-pixel terms are computed once:
+
+    p_source(d) ~ K (R (d K^-1 p) + t) = d (K R K^-1 p) + K t
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mfdepth.geometry import pixel_rays
+
+
+def sweep_pixels(T_source_target: torch.Tensor, K: torch.Tensor, depths: torch.Tensor, height: int, width: int):
+    """Source-view pixel coordinates of every target pixel at every hypothesis depth.
+
+    Args:
+        T_source_target: ``(B, 4, 4)``.
+        K: ``(B, 3, 3)`` intrinsics at the feature resolution ``(height, width)``.
+        depths: ``(B, D)`` hypothesis depths in metres.
+    Returns:
+        ``(u, v, z)`` each ``(B, D, height * width)``: pixels in the source view and source-frame depth.
+    """
+    rays = pixel_rays(K, height, width)  # (B, 3, HW), z = 1
+    K3 = K[:, :3, :3]
+    direction = K3 @ (T_source_target[:, :3, :3] @ rays)  # (B, 3, HW)
+    offset = K3 @ T_source_target[:, :3, 3:4]  # (B, 3, 1)
+    projected = depths[:, :, None, None] * direction[:, None] + offset[:, None]  # (B, D, 3, HW)
+    z = projected[:, :, 2]
+    safe_z = torch.where(z.abs() < 1e-6, torch.full_like(z, 1e-6), z)
+    return projected[:, :, 0] / safe_z, projected[:, :, 1] / safe_z, z
+
+
+def build_cost_volume(
+    target_features: torch.Tensor,
+    source_features: torch.Tensor,
+    T_source_target: torch.Tensor,
+    K: torch.Tensor,
+    depths: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean absolute feature difference at each hypothesis.
+
+    Args:
+        target_features, source_features: ``(B, C, h, w)``.
+        T_source_target: ``(B, 4, 4)``; K: ``(B, 3, 3)`` in pixels of the feature maps.
+        depths: ``(B, D)`` metres.
+    Returns:
+        ``(cost, valid)``: cost ``(B, D, h, w)`` (0 where invalid), valid ``(B, D, h, w)`` bool, True where the
+        hypothesis lands inside the source image in front of the camera.
+    """
+    b, c, h, w = target_features.shape
+    d = depths.shape[1]
+    u, v, z = sweep_pixels(T_source_target, K, depths, h, w)
+    # grid_sample with align_corners=False: pixel centre u maps to (2u + 1) / w - 1.
+    grid = torch.stack([(2.0 * u + 1.0) / w - 1.0, (2.0 * v + 1.0) / h - 1.0], dim=-1)  # (B, D, HW, 2)
+    valid = (grid.abs() <= 1.0).all(dim=-1) & (z > 1e-3)
+    warped = F.grid_sample(
+        source_features, grid.reshape(b, d * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+    ).reshape(b, c, d, h, w)
+    cost = (warped - target_features[:, :, None]).abs().mean(dim=1)
+    valid = valid.reshape(b, d, h, w)
+    return cost * valid, valid
+
+
+def finish_cost_volume(cost: torch.Tensor, valid: torch.Tensor, depths: torch.Tensor):
+    """Fill invalid hypotheses, find the best depth, and judge reliability.
+
+    Invalid hypotheses get the pixel's largest valid cost, so they never win the argmin and the
+    network sees no artificial minimum at the image border.
+
+    Args:
+        cost, valid: from :func:`build_cost_volume`, ``(B, D, h, w)``; depths ``(B, D)``.
+    Returns:
+        ``(filled_cost (B,D,h,w), argmin_depth (B,1,h,w), reliable (B,1,h,w) float)``. A pixel is reliable
+        when at least half of its hypotheses are valid, the winning hypothesis is valid, and the costs
+        are not all equal (a static camera or a zeroed volume gives equal costs: nothing to match).
+    """
+    largest = torch.where(valid, cost, torch.zeros_like(cost)).amax(dim=1, keepdim=True)
+    filled = torch.where(valid, cost, largest)
+    best = filled.argmin(dim=1, keepdim=True)
+    argmin_depth = torch.gather(depths[:, :, None, None].expand_as(filled), 1, best)
+    best_valid = torch.gather(valid, 1, best)
+    spread = filled.amax(dim=1, keepdim=True) - filled.amin(dim=1, keepdim=True)
+    enough = valid.float().mean(dim=1, keepdim=True) >= 0.5
+    reliable = best_valid & enough & (spread > 1e-6)
+    return filled, argmin_depth, reliable.to(cost.dtype)

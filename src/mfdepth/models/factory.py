@@ -1,0 +1,31 @@
+"""Build the networks a config describes (training and inference share these)."""
+
+from __future__ import annotations
+
+from mfdepth.config import Config
+
+
+def build_single(config: Config):
+    """The single-frame depth net S (teacher)."""
+    from mfdepth.models import SingleFrameDepthNet
+
+    m = config.model
+    return SingleFrameDepthNet(m.encoder_layers, m.min_depth, m.max_depth, weights_path=m.pretrained_weights)
+
+
+def build_multi(config: Config, msff: bool):
+    """The multi-frame depth net M; ``msff`` picks multi-scale fusion or single-scale matching."""
+    from mfdepth.models import MultiFrameDepthNet
+
+    m = config.model
+    return MultiFrameDepthNet(
+        m.encoder_layers, m.num_depth_bins, m.min_depth, m.max_depth, msff=msff,
+        weights_path=m.pretrained_weights,
+    )
+
+
+def build_pose(config: Config):
+    """The pose net P (two stacked frames -> relative pose)."""
+    from mfdepth.models import PoseNet
+
+    return PoseNet(config.model.encoder_layers, weights_path=config.model.pretrained_weights)

@@ -1,0 +1,134 @@
+"""Building blocks shared by the networks: ResNet encoders, the U-Net disparity decoder, disp -> depth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+# ImageNet statistics used by torchvision's ResNets, applied inside the encoder so callers pass [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_resnet_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A torchvision ResNet state dict from a local file (e.g. ``resnet18-f37072fd.pth``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ImageNet weights not found: {path}; give the path of a torchvision ResNet state dict "
+            "(model.pretrained_weights) or leave it empty to train from scratch"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+class ResnetEncoder(nn.Module):
+    """torchvision ResNet-18/50 trunk returning 5 feature maps (1/2, 1/4, 1/8, 1/16, 1/32).
+
+    Parameter names equal torchvision's (``conv1.weight``, ``layer1.0.conv1.weight``, ...), so an
+    ImageNet state dict loads directly. With ``num_input_images`` > 1 the images are stacked on
+    channels and the first convolution's ImageNet kernel is repeated and divided by the count.
+
+    Input ``(B, 3 * num_input_images, H, W)`` in [0, 1]; H and W multiples of 32.
+    """
+
+    def __init__(self, num_layers: int = 18, num_input_images: int = 1, weights_path: str | Path | None = None):
+        super().__init__()
+        builders = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}
+        if num_layers not in builders:
+            raise ValueError(f"ResNet depth {num_layers} is not supported (use 18 or 50)")
+        net = builders[num_layers](weights=None)
+        if num_input_images > 1:
+            net.conv1 = nn.Conv2d(3 * num_input_images, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        expansion = 4 if num_layers == 50 else 1
+        self.num_ch_enc = [64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.num_input_images = num_input_images
+        mean = torch.tensor(IMAGENET_MEAN * num_input_images).view(1, -1, 1, 1)
+        std = torch.tensor(IMAGENET_STD * num_input_images).view(1, -1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        if weights_path is not None:
+            self.load_imagenet(load_resnet_weights(weights_path))
+
+    def load_imagenet(self, state: dict[str, torch.Tensor]) -> None:
+        if self.num_input_images > 1 and "conv1.weight" in state:
+            state = dict(state)
+            state["conv1.weight"] = state["conv1.weight"].repeat(1, self.num_input_images, 1, 1) / self.num_input_images
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or missing:
+            raise ValueError(
+                f"ImageNet weights do not match a ResNet encoder: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """1/2-resolution features ``(B, 64, H/2, W/2)``."""
+        return self.relu(self.bn1(self.conv1((x - self.mean) / self.std)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f0 = self.stem(x)
+        f1 = self.layer1(self.maxpool(f0))
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        f4 = self.layer4(f3)
+        return [f0, f1, f2, f3, f4]
+
+
+class ConvBlock(nn.Module):
+    """3x3 convolution with reflection padding, then ELU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect")
+        self.act = nn.ELU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+class DepthDecoder(nn.Module):
+    """U-Net decoder with skip connections: encoder features -> sigmoid disparity at 4 scales.
+
+    Output: list of ``(B, 1, H / 2**s, W / 2**s)`` in (0, 1) for s = 0..3 (s = 0 is the input size).
+    """
+
+    def __init__(self, num_ch_enc: list[int], num_scales: int = 4):
+        super().__init__()
+        self.num_ch_dec = [16, 32, 64, 128, 256]
+        self.num_scales = num_scales
+        self.up0 = nn.ModuleList()
+        self.up1 = nn.ModuleList()
+        for i in range(5):
+            in_ch = num_ch_enc[-1] if i == 4 else self.num_ch_dec[i + 1]
+            self.up0.append(ConvBlock(in_ch, self.num_ch_dec[i]))
+            skip = num_ch_enc[i - 1] if i > 0 else 0
+            self.up1.append(ConvBlock(self.num_ch_dec[i] + skip, self.num_ch_dec[i]))
+        self.disp_convs = nn.ModuleList(
+            nn.Conv2d(self.num_ch_dec[s], 1, 3, padding=1, padding_mode="reflect") for s in range(num_scales)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        x = features[-1]
+        disps: list[torch.Tensor | None] = [None] * self.num_scales
+        for i in range(4, -1, -1):
+            x = F.interpolate(self.up0[i](x), scale_factor=2.0, mode="nearest")
+            if i > 0:
+                x = torch.cat([x, features[i - 1]], dim=1)
+            x = self.up1[i](x)
+            if i < self.num_scales:
+                disps[i] = torch.sigmoid(self.disp_convs[i](x))
+        return disps
+
+
+def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid output in (0, 1) -> (scaled disparity in [1/max, 1/min], depth in [min, max] metres)."""
+    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+    scaled = min_disp + (max_disp - min_disp) * disp
+    return scaled, 1.0 / scaled

@@ -1,0 +1,226 @@
+"""The three networks of METHOD.md: single-frame depth S, pose P, multi-frame depth M (+ MSFF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mfdepth.geometry import pose_vector_to_matrix, scale_intrinsics
+from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume
+from mfdepth.models.layers import DepthDecoder, ResnetEncoder, disp_to_depth
+
+
+def _check_size(image: torch.Tensor) -> None:
+    h, w = image.shape[-2:]
+    if h % 32 or w % 32:
+        raise ValueError(f"input size {h}x{w} must be a multiple of 32 in both dimensions")
+
+
+class SingleFrameDepthNet(nn.Module):
+    """S: image ``(B,3,H,W)`` in [0,1] -> ``{"disp": [4 scales], "depth": [4 scales, metres]}``."""
+
+    def __init__(self, num_layers: int = 18, min_depth: float = 0.1, max_depth: float = 100.0,
+                 weights_path: str | Path | None = None):
+        super().__init__()
+        self.min_depth, self.max_depth = min_depth, max_depth
+        self.encoder = ResnetEncoder(num_layers, 1, weights_path)
+        self.decoder = DepthDecoder(self.encoder.num_ch_enc)
+
+    def forward(self, image: torch.Tensor) -> dict:
+        _check_size(image)
+        disps = self.decoder(self.encoder(image))
+        depths = [disp_to_depth(d, self.min_depth, self.max_depth)[1] for d in disps]
+        return {"disp": disps, "depth": depths}
+
+
+class PoseNet(nn.Module):
+    """P: two frames -> the 4x4 transform ``T_source_target`` from the target camera to the source's.
+
+    The frames are always fed in temporal order (earlier, later) and the output inverted when the
+    source is the earlier one, so the network's raw output always means the same direction.
+    """
+
+    def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None):
+        super().__init__()
+        self.encoder = ResnetEncoder(num_layers, 2, weights_path)
+        channels = self.encoder.num_ch_enc[-1]
+        self.decoder = nn.Sequential(
+            nn.Conv2d(channels, 256, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 6, 1),
+        )
+
+    def forward(self, target: torch.Tensor, source: torch.Tensor, source_is_before: bool) -> torch.Tensor:
+        pair = torch.cat([source, target] if source_is_before else [target, source], dim=1)
+        # The small scale keeps the initial motion near zero, as Monodepth2 does.
+        out = 0.01 * self.decoder(self.encoder(pair)[-1]).mean(dim=(2, 3))
+        return pose_vector_to_matrix(out[:, :3], out[:, 3:], invert=source_is_before)
+
+
+class MultiScaleFeatureFusion(nn.Module):
+    """MSFF: fuse 1/2-res (high), 1/4-res (middle) and 1/8-res (coarse) features at 1/4 resolution.
+
+    A point seen at a different scale in the two frames (large forward motion) still finds a similar
+    descriptor. Input: stem features ``(B,64,H/2,W/2)`` and layer-1 features ``(B,C,H/4,W/4)``;
+    output ``(B,C,H/4,W/4)``, the same shape as the single-scale features it replaces.
+    """
+
+    def __init__(self, high_channels: int, middle_channels: int):
+        super().__init__()
+        self.down = nn.Sequential(
+            nn.Conv2d(high_channels, middle_channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(middle_channels), nn.ReLU(inplace=True),
+        )
+        self.coarse = nn.Sequential(
+            nn.Conv2d(middle_channels, middle_channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(middle_channels), nn.ReLU(inplace=True),
+        )
+        self.mix = nn.Sequential(
+            nn.Conv2d(3 * middle_channels, middle_channels, 1, bias=False),
+            nn.BatchNorm2d(middle_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(middle_channels, middle_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(middle_channels), nn.ReLU(inplace=True),
+        )
+
+    def forward(self, high: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
+        coarse = F.interpolate(self.coarse(middle), size=middle.shape[-2:], mode="bilinear", align_corners=False)
+        return self.mix(torch.cat([self.down(high), middle, coarse], dim=1))
+
+
+class MultiFrameDepthNet(nn.Module):
+    """M: target + previous frame + relative pose + K -> depth, through an adaptive cost volume.
+
+    The encoder runs to 1/4 resolution on both frames (the matching features: MSFF-fused or the raw
+    layer-1 features), builds the cost volume over ``num_depth_bins`` hypotheses spaced linearly in
+    [d_min, d_max], concatenates it with the target's features, and continues to 1/32. d_min and d_max
+    are buffers that track the teacher's depth range during training and travel in the checkpoint.
+
+    ``forward`` returns ``disp``/``depth`` (4 scales), ``cost_volume_depth`` (argmin depth at 1/4,
+    metres) and ``cost_volume_valid`` (1/4, 1 = the matching is reliable).
+    """
+
+    def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
+                 max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None):
+        super().__init__()
+        self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
+        self.encoder = ResnetEncoder(num_layers, 1, weights_path)
+        ch = self.encoder.num_ch_enc
+        self.fusion = MultiScaleFeatureFusion(ch[0], ch[1]) if msff else None
+        self.reduce = nn.Sequential(
+            nn.Conv2d(ch[1] + num_depth_bins, ch[1], 3, padding=1, bias=False),
+            nn.BatchNorm2d(ch[1]), nn.ReLU(inplace=True),
+        )
+        self.decoder = DepthDecoder(ch)
+        self.register_buffer("d_min", torch.tensor(float(min_depth)))
+        self.register_buffer("d_max", torch.tensor(float(max_depth)))
+
+    # -- the adaptive depth range ------------------------------------------------------------------
+
+    def depth_bins(self, batch: int) -> torch.Tensor:
+        """``(batch, D)`` hypothesis depths, linear in [d_min, d_max]."""
+        steps = torch.linspace(0.0, 1.0, self.num_depth_bins, device=self.d_min.device, dtype=self.d_min.dtype)
+        return (self.d_min + (self.d_max - self.d_min) * steps).expand(batch, -1)
+
+    @torch.no_grad()
+    def update_depth_range(self, teacher_depth: torch.Tensor, momentum: float = 0.99) -> None:
+        """Running average of the teacher's per-batch depth range (ManyDepth's adaptive bins)."""
+        low = teacher_depth.detach().amin().clamp(min=self.min_depth)
+        high = teacher_depth.detach().amax().clamp(max=self.max_depth)
+        self.d_min.mul_(momentum).add_((1.0 - momentum) * low)
+        self.d_max.mul_(momentum).add_((1.0 - momentum) * high)
+        self.d_max.copy_(torch.maximum(self.d_max, self.d_min * 1.5))
+
+    # -- the two halves, so a video needs one feature pass per frame -----------------------------
+
+    def matching_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder up to 1/4 resolution: ``stem`` (1/2), ``middle`` (1/4) and ``match`` (1/4, for matching)."""
+        _check_size(image)
+        stem = self.encoder.stem(image)
+        middle = self.encoder.layer1(self.encoder.maxpool(stem))
+        match = self.fusion(stem, middle) if self.fusion is not None else middle
+        return {"stem": stem, "middle": middle, "match": match}
+
+    def forward_from_features(
+        self,
+        target_features: dict[str, torch.Tensor],
+        source_match: torch.Tensor,
+        T_source_target: torch.Tensor,
+        K: torch.Tensor,
+        image_size: tuple[int, int],
+        zero_cost_volume: torch.Tensor | None = None,
+    ) -> dict:
+        """The rest of the network given both frames' matching features (see :meth:`matching_features`).
+
+        ``K`` ``(B,3,3)`` is in pixels of the input image of size ``image_size`` (H, W).
+        """
+        match = target_features["match"]
+        b, _, h, w = match.shape
+        K_quarter = scale_intrinsics(K[:, :3, :3], w / image_size[1], h / image_size[0])
+        depths = self.depth_bins(b)
+        cost, valid = build_cost_volume(match, source_match, T_source_target, K_quarter, depths)
+        cost, argmin_depth, reliable = finish_cost_volume(cost, valid, depths)
+        if zero_cost_volume is not None:
+            keep = (~zero_cost_volume.bool()).to(cost.dtype)[:, None, None, None]
+            cost = cost * keep
+            reliable = reliable * keep
+        x = self.reduce(torch.cat([match, cost], dim=1))
+        f2 = self.encoder.layer2(x)
+        f3 = self.encoder.layer3(f2)
+        f4 = self.encoder.layer4(f3)
+        disps = self.decoder([target_features["stem"], x, f2, f3, f4])
+        depths_out = [disp_to_depth(d, self.min_depth, self.max_depth)[1] for d in disps]
+        return {
+            "disp": disps,
+            "depth": depths_out,
+            "cost_volume_depth": argmin_depth,
+            "cost_volume_valid": reliable,
+        }
+
+    def forward(self, target, source, T_source_target, K, zero_cost_volume=None) -> dict:
+        """Args: target, source ``(B,3,H,W)`` in [0,1]; T_source_target ``(B,4,4)``; K ``(B,3,3)`` pixels;
+        zero_cost_volume ``(B,)`` bool: items whose cost volume is zeroed (single-frame fallback)."""
+        if target.shape != source.shape:
+            raise ValueError(f"target {tuple(target.shape)} and source {tuple(source.shape)} differ in shape")
+        both = self.matching_features(torch.cat([target, source], dim=0))
+        b = target.shape[0]
+        target_features = {k: v[:b] for k, v in both.items()}
+        return self.forward_from_features(
+            target_features, both["match"][b:], T_source_target, K, tuple(target.shape[-2:]), zero_cost_volume
+        )
+
+
+class StreamingDepth:
+    """Depth for a video, one frame at a time, computing each frame's features once.
+
+    Each step runs the matching encoder on the new frame only and reuses the previous frame's
+    features as the source; the first frame falls back to single-frame (zeroed cost volume).
+    """
+
+    def __init__(self, multi: MultiFrameDepthNet, pose: PoseNet):
+        self.multi, self.pose = multi, pose
+        self.previous_image: torch.Tensor | None = None
+        self.previous_match: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.previous_image = self.previous_match = None
+
+    @torch.inference_mode()
+    def step(self, image: torch.Tensor, K: torch.Tensor) -> dict:
+        """``image`` ``(B,3,H,W)`` at the network size, ``K`` ``(B,3,3)`` in its pixels -> network outputs."""
+        features = self.multi.matching_features(image)
+        b = image.shape[0]
+        if self.previous_image is None:
+            T = torch.eye(4, device=image.device, dtype=image.dtype).expand(b, 4, 4)
+            source_match = features["match"]
+            zero = torch.ones(b, dtype=torch.bool, device=image.device)
+        else:
+            T = self.pose(image, self.previous_image, source_is_before=True)
+            source_match = self.previous_match
+            zero = None
+        out = self.multi.forward_from_features(features, source_match, T, K, tuple(image.shape[-2:]), zero)
+        self.previous_image, self.previous_match = image, features["match"]
+        return out

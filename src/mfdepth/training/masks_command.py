@@ -1,0 +1,25 @@
+"""``mfdepth masks``: write the depth inconsistency masks of a run (the recipe's second stage)."""
+
+from __future__ import annotations
+
+import json
+
+from mfdepth.training.command import add_config_arguments, resolve_config
+
+NAME = "masks"
+HELP = "Write depth inconsistency masks for every training frame from the pretrain stage's networks."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(parser)
+
+
+def run(args) -> int:
+    from mfdepth.training.recipe import prepare_run_dir, run_masks
+
+    config = resolve_config(args)
+    run_dir = prepare_run_dir(config, config.run_dir)
+    summary = run_masks(config, run_dir, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,234 @@
+"""The staged recipe of METHOD.md: pretrain -> masks -> teacher -> student.
+
+Each stage reads what the previous one wrote in the run directory and writes its own checkpoint;
+each is resumable and can be run on its own. A stage whose input is missing says which command
+produces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from mfdepth import masks as mask_rules
+from mfdepth.config import Config, save_config
+from mfdepth.training import loop
+from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
+from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses
+
+log = logging.getLogger(__name__)
+
+STAGES = ("pretrain", "masks", "teacher", "student")
+
+
+class MissingStageError(FileNotFoundError):
+    """A stage needs the output of an earlier one."""
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Initialise networks from ``seed`` without touching the caller's global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _need(path: Path, what: str, run_dir: Path, stage: str) -> Path:
+    if not path.exists():
+        raise MissingStageError(
+            f"{what} not found at {path}; run `mfdepth train --run-dir {run_dir} --stage {stage}` first"
+        )
+    return path
+
+
+def masks_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "masks"
+
+
+def training_dataset(config: Config, run_dir: Path, with_masks: bool):
+    from mfdepth.data import build_dataset
+
+    mask_dir = masks_dir(run_dir) if with_masks else None
+    return build_dataset(config.data, "train", augment=True, mask_dir=mask_dir, seed=config.train.seed)
+
+
+def prepare_run_dir(config: Config, run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    return run_dir
+
+
+def run_pretrain(config: Config, run_dir: Path, **fit_kwargs) -> Path:
+    with seeded(config.train.seed):
+        stage = PretrainStage(config)
+    dataset = training_dataset(config, run_dir, with_masks=False)
+    return loop.fit(stage, dataset, config, run_dir, config.train.pretrain_steps, **fit_kwargs)
+
+
+def _masks_wanted(config: Config) -> bool:
+    """The masks and the robust teacher are needed by the masked loss and by robust distillation."""
+    return config.loss.dynamic_mask or config.loss.distillation
+
+
+def run_teacher(config: Config, run_dir: Path, **fit_kwargs) -> Path:
+    pretrain = load_checkpoint(
+        _need(loop.checkpoint_paths(run_dir, "pretrain")[0], "pretrain checkpoint", run_dir, "pretrain")
+    )
+    # The robust teacher is by definition trained without the dynamic pixels.
+    _need(masks_dir(run_dir) / "summary.json", "depth inconsistency masks", run_dir, "masks")
+    with seeded(config.train.seed):
+        stage = TeacherStage(config)
+    stage.start_from(pretrain["models"])
+    dataset = training_dataset(config, run_dir, with_masks=True)
+    return loop.fit(stage, dataset, config, run_dir, config.train.teacher_steps, **fit_kwargs)
+
+
+def run_student(config: Config, run_dir: Path, **fit_kwargs) -> Path:
+    pretrain = load_checkpoint(
+        _need(loop.checkpoint_paths(run_dir, "pretrain")[0], "pretrain checkpoint", run_dir, "pretrain")
+    )
+    with_masks = _masks_wanted(config)
+    if with_masks:
+        _need(masks_dir(run_dir) / "summary.json", "depth inconsistency masks", run_dir, "masks")
+        teacher = load_checkpoint(
+            _need(loop.checkpoint_paths(run_dir, "teacher")[0], "teacher checkpoint", run_dir, "teacher")
+        )
+        teacher_state, pose_state = teacher["models"]["teacher"], teacher["models"]["pose"]
+    else:
+        # Without masks there is no robust teacher: distil from the pretrain stage's S0 and P0.
+        teacher_state, pose_state = pretrain["models"]["single"], pretrain["models"]["pose"]
+    with seeded(config.train.seed):
+        stage = StudentStage(config)
+    stage.start_from(teacher_state, pose_state, pretrain["models"]["multi"])
+    dataset = training_dataset(config, run_dir, with_masks=with_masks)
+    return loop.fit(stage, dataset, config, run_dir, config.train.student_steps, **fit_kwargs)
+
+
+def _pretrain_networks(config: Config, run_dir: Path, device):
+    checkpoint = load_checkpoint(
+        _need(loop.checkpoint_paths(run_dir, "pretrain")[0], "pretrain checkpoint", run_dir, "pretrain"),
+        map_location=device,
+    )
+    stage = PretrainStage(config)
+    stage.load_checkpoint_models(checkpoint["models"])
+    return stage.to(device).eval()
+
+
+@torch.no_grad()
+def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
+    """Write one depth inconsistency mask per training frame (METHOD.md) and a quality summary.
+
+    Masks are PNGs (0/255) at the training resolution under ``<run_dir>/masks``, at the path the data
+    layer reads them from. The summary (``masks/summary.json``) holds the fraction of pixels masked
+    and, where the data has true motion masks, IoU / precision / recall against them.
+    """
+    from mfdepth.data import build_dataset, mask_path_for
+    from mfdepth.data.base import collate_samples
+
+    device = torch.device("cuda" if torch.cuda.is_available() and config.train.accelerator != "cpu" else "cpu")
+    nets = _pretrain_networks(config, run_dir, device)
+    dataset = build_dataset(config.data, "train", augment=False, seed=config.train.seed)
+    loader = DataLoader(
+        dataset, batch_size=config.train.batch_size, num_workers=config.data.num_workers,
+        collate_fn=collate_samples,
+    )
+    out_dir = masks_dir(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mcfg = config.masks
+    totals = {"pixels": 0, "masked": 0, "tp": 0, "fp": 0, "fn": 0, "frames": 0, "with_truth": 0}
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(dataset), desc="masks", dynamic_ncols=True)
+    for batch in loader:
+        batch = loop.move_to_device(batch, device)
+        _, target, _, sources, K, _ = nets.unpack(batch)
+        poses = predict_poses(nets.pose, target, {-1: sources[-1]})
+        depth_single = nets.single(target)["depth"][0]
+        depth_multi = nets.multi(target, sources[-1], poses[-1], K)["depth"][0]
+        dynamic = mask_rules.compute_dynamic_mask(
+            depth_multi, depth_single, K,
+            upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio, align_median=mcfg.align_median,
+            ground_check=mcfg.ground_check, camera_height=mcfg.camera_height,
+            ground_tolerance=mcfg.ground_tolerance, min_blob_area=mcfg.min_blob_area, dilation=mcfg.dilation,
+        )
+        for i, sample_id in enumerate(batch["id"]):
+            path = mask_path_for(out_dir, sample_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((dynamic[i, 0].cpu().numpy() * 255).astype(np.uint8)).save(path)
+        totals["pixels"] += dynamic.numel()
+        totals["masked"] += int(dynamic.sum())
+        totals["frames"] += dynamic.shape[0]
+        truth = batch.get("motion_mask")
+        if truth is not None:
+            truth = truth > 0.5
+            totals["tp"] += int((dynamic & truth).sum())
+            totals["fp"] += int((dynamic & ~truth).sum())
+            totals["fn"] += int((~dynamic & truth).sum())
+            totals["with_truth"] += dynamic.shape[0]
+        if bar is not None:
+            bar.update(dynamic.shape[0])
+    if bar is not None:
+        bar.close()
+
+    summary = {
+        "frames": totals["frames"],
+        "masked_fraction": totals["masked"] / max(totals["pixels"], 1),
+        "thresholds": {"upper_ratio": mcfg.upper_ratio, "lower_ratio": mcfg.lower_ratio},
+        "ground_check": mcfg.ground_check,
+    }
+    if totals["with_truth"]:
+        tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
+        summary.update(
+            iou=tp / max(tp + fp + fn, 1), precision=tp / max(tp + fp, 1), recall=tp / max(tp + fn, 1),
+            frames_with_truth=totals["with_truth"],
+        )
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_stage(stage: str, config: Config, run_dir: str | Path, **fit_kwargs):
+    """Run one stage (or ``all``) in ``run_dir``; completed stages are skipped, interrupted ones resume."""
+    run_dir = prepare_run_dir(config, run_dir)
+    if stage == "all":
+        results = {}
+        for name in STAGES:
+            if name in ("masks", "teacher") and not _masks_wanted(config):
+                continue
+            results[name] = run_stage(name, config, run_dir, **fit_kwargs)
+        return results
+    if stage == "pretrain":
+        return run_pretrain(config, run_dir, **fit_kwargs)
+    if stage == "masks":
+        summary_path = masks_dir(run_dir) / "summary.json"
+        if summary_path.is_file() and _masks_are_current(run_dir):
+            return json.loads(summary_path.read_text())
+        return run_masks(config, run_dir, progress=fit_kwargs.get("progress", True))
+    if stage == "teacher":
+        return run_teacher(config, run_dir, **fit_kwargs)
+    if stage == "student":
+        return run_student(config, run_dir, **fit_kwargs)
+    raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)} or all)")
+
+
+def _masks_are_current(run_dir: Path) -> bool:
+    """Masks are current when written after the pretrain checkpoint they were computed from."""
+    summary = masks_dir(run_dir) / "summary.json"
+    pretrain = loop.checkpoint_paths(run_dir, "pretrain")[0]
+    try:
+        return summary.stat().st_mtime >= pretrain.stat().st_mtime
+    except FileNotFoundError:
+        return False
+
+
+__all__ = ["STAGES", "CheckpointError", "MissingStageError", "run_stage", "run_masks"]

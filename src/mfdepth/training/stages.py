@@ -1,0 +1,275 @@
+"""The training stages of METHOD.md as modules the loop can optimise.
+
+Each stage composes networks (``mfdepth.models``), losses (``mfdepth.losses``) and masks
+(``mfdepth.masks``); it holds no geometry or loss maths of its own. ``forward(batch, generator)``
+returns ``(loss, scalars, images)``; the loop does the rest.
+
+* :class:`PretrainStage`: multi-frame M0 (single-scale matching) + single-frame S0 + pose, no masks:
+  the ManyDepth-style baseline, with the adaptive depth range, the static-camera and zero-cost-volume
+  augmentations, and ManyDepth's cost-volume consistency rule (M0 is distilled from a detached S0
+  where its cost volume disagrees with S0).
+* :class:`TeacherStage`: the robust single-frame teacher S* and its pose net, trained with the
+  depth inconsistency mask removing dynamic pixels from the photometric loss.
+* :class:`StudentStage`: the multi-frame net M (MSFF switchable), trained with the masked
+  photometric loss and robust distillation from the frozen teacher.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mfdepth import losses, masks
+from mfdepth.config import Config
+from mfdepth.models import PoseNet
+from mfdepth.models.factory import build_multi, build_pose, build_single
+
+
+def load_matching(module: nn.Module, state: dict) -> int:
+    """Copy the entries of ``state`` whose names and shapes match ``module``; return how many.
+
+    Used to start a stage from an earlier stage's weights when the architectures differ only in
+    part (the student with MSFF starts from the baseline's encoder and decoder).
+    """
+    own = module.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(matching, strict=False)
+    return len(matching)
+
+
+class StageModule(nn.Module):
+    """Interface between a stage and :func:`mfdepth.training.loop.fit`."""
+
+    name = "stage"
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+
+    # Networks saved in this stage's checkpoint, by name.
+    def saved_networks(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def checkpoint_models(self) -> dict[str, dict]:
+        return {name: net.state_dict() for name, net in self.saved_networks().items()}
+
+    def load_checkpoint_models(self, states: dict[str, dict]) -> None:
+        for name, net in self.saved_networks().items():
+            net.load_state_dict(states[name])
+
+    def checkpoint_meta(self) -> dict:
+        return {}
+
+    def after_optimizer_step(self) -> None:
+        pass
+
+    # Shared pieces of a step ------------------------------------------------------------------
+
+    def unpack(self, batch: dict):
+        """Split a batch into target, sources and intrinsics.
+
+        Returns:
+            target ``(B,3,H,W)``, target_aug, sources ``{offset: (B,3,H,W)}``, sources_aug, full-size K
+            ``(B,3,3)``, dynamic mask ``(B,1,H,W)`` bool or None.
+        """
+        offsets = [int(o) for o in batch["offsets"][0]]
+        frames, frames_aug = batch["frames"], batch["frames_aug"]
+        sources = {o: frames[:, i] for i, o in enumerate(offsets) if o != 0}
+        sources_aug = {o: frames_aug[:, i] for i, o in enumerate(offsets) if o != 0}
+        if -1 not in sources:
+            raise ValueError("training needs the previous frame: data.frame_offsets must contain -1")
+        dynamic = batch.get("dynamic_mask")
+        dynamic = dynamic > 0.5 if dynamic is not None else None
+        return frames[:, 0], frames_aug[:, 0], sources, sources_aug, batch["K"][:, 0], dynamic
+
+    def photometric_terms(self, target, sources, depths, poses, K, exclude=None) -> dict:
+        cfg = self.config.loss
+        return losses.self_supervised_loss(
+            target, sources, depths, poses, K,
+            automask=cfg.automask, ssim_weight=cfg.ssim_weight,
+            smoothness_weight=cfg.smoothness_weight, exclude_mask=exclude,
+        )
+
+    def cost_volume_inputs(self, target_aug, previous_aug, T_prev_target, generator):
+        """Apply the static-camera and zero-cost-volume augmentations (METHOD.md).
+
+        With probability ``static_camera_prob`` an item's source frame is replaced by the target and its
+        pose by the identity (a camera that did not move); with ``zero_cost_volume_prob`` its cost
+        volume is zeroed (single-frame fallback). Returns (source, pose, static flags, zeroed flags).
+        """
+        b = target_aug.shape[0]
+        draws = torch.rand(2, b, generator=generator).to(target_aug.device)
+        static = draws[0] < self.config.train.static_camera_prob
+        zeroed = draws[1] < self.config.train.zero_cost_volume_prob
+        if not self.training:
+            static, zeroed = torch.zeros_like(static), torch.zeros_like(zeroed)
+        source = torch.where(static[:, None, None, None], target_aug, previous_aug)
+        eye = torch.eye(4, device=target_aug.device, dtype=T_prev_target.dtype).expand_as(T_prev_target)
+        pose = torch.where(static[:, None, None], eye, T_prev_target.detach())
+        return source, pose, static, zeroed
+
+
+def predict_poses(pose_net: PoseNet, target_aug, sources_aug) -> dict[int, torch.Tensor]:
+    """``{offset: T_source_target (B,4,4)}`` for every source frame."""
+    return {o: pose_net(target_aug, src, source_is_before=o < 0) for o, src in sources_aug.items()}
+
+
+def depth_image(depth: torch.Tensor) -> torch.Tensor:
+    """Depth ``(B,1,H,W)`` -> normalised inverse depth for TensorBoard, first two items."""
+    inv = 1.0 / depth[:2].detach().clamp(min=1e-3)
+    return inv / inv.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+
+
+class PretrainStage(StageModule):
+    name = "pretrain"
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.single = build_single(config)
+        self.multi = build_multi(config, msff=False)
+        self.pose = build_pose(config)
+
+    def saved_networks(self):
+        return {"single": self.single, "multi": self.multi, "pose": self.pose}
+
+    def checkpoint_meta(self):
+        return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": False}
+
+    def forward(self, batch, generator):
+        target, target_aug, sources, sources_aug, K, _ = self.unpack(batch)
+        poses = predict_poses(self.pose, target_aug, sources_aug)
+        single = self.single(target_aug)
+        cv_source, cv_pose, static, zeroed = self.cost_volume_inputs(
+            target_aug, sources_aug[-1], poses[-1], generator
+        )
+        multi = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed)
+        teacher_depth = single["depth"][0].detach()
+        with torch.no_grad():
+            self.multi.update_depth_range(teacher_depth, self.config.model.adaptive_range_momentum)
+
+        single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
+        multi_terms = self.photometric_terms(target, sources, multi["depth"], poses, K)
+        inconsistent = masks.cost_volume_inconsistency(
+            multi["cost_volume_depth"], teacher_depth,
+            self.config.loss.consistency_low, self.config.loss.consistency_high,
+            multi["cost_volume_valid"],
+        )
+        region = inconsistent | (static | zeroed)[:, None, None, None]
+        consistency = losses.distillation_loss(multi["depth"][0], teacher_depth, region)
+        loss = single_terms["loss"] + multi_terms["loss"] + consistency
+        scalars = {
+            "single_photometric": single_terms["photometric"],
+            "multi_photometric": multi_terms["photometric"],
+            "consistency": consistency,
+            "inconsistent_fraction": inconsistent.float().mean(),
+            "d_min": self.multi.d_min,
+            "d_max": self.multi.d_max,
+        }
+        images = {"depth_multi": depth_image(multi["depth"][0]), "depth_single": depth_image(teacher_depth)}
+        return loss, {k: v.detach() for k, v in scalars.items()}, images
+
+
+class TeacherStage(StageModule):
+    name = "teacher"
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.teacher = build_single(config)
+        self.pose = build_pose(config)
+
+    def saved_networks(self):
+        return {"teacher": self.teacher, "pose": self.pose}
+
+    def start_from(self, pretrain_models: dict[str, dict]) -> None:
+        self.teacher.load_state_dict(pretrain_models["single"])
+        self.pose.load_state_dict(pretrain_models["pose"])
+
+    def forward(self, batch, generator):
+        target, target_aug, sources, sources_aug, K, dynamic = self.unpack(batch)
+        poses = predict_poses(self.pose, target_aug, sources_aug)
+        out = self.teacher(target_aug)
+        terms = self.photometric_terms(target, sources, out["depth"], poses, K, exclude=dynamic)
+        scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"]}
+        if dynamic is not None:
+            scalars["dynamic_fraction"] = dynamic.float().mean()
+        return terms["loss"], {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
+
+
+class StudentStage(StageModule):
+    name = "student"
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.multi = build_multi(config, msff=config.model.msff)
+        self.teacher = build_single(config)
+        self.pose = build_pose(config)
+
+    def saved_networks(self):
+        return {"multi": self.multi, "teacher": self.teacher, "pose": self.pose}
+
+    def checkpoint_meta(self):
+        return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": self.multi.msff}
+
+    def start_from(self, teacher: dict[str, dict], pose: dict[str, dict], multi: dict[str, dict] | None) -> None:
+        """Teacher and pose from the teacher stage (or S0/P0), the student from M0 where shapes match."""
+        self.teacher.load_state_dict(teacher)
+        self.pose.load_state_dict(pose)
+        if multi is not None:
+            load_matching(self.multi, multi)
+        if self.config.train.freeze_teacher:
+            for net in (self.teacher, self.pose):
+                net.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.train.freeze_teacher:
+            # A frozen teacher also keeps its batch-norm statistics.
+            self.teacher.eval()
+            self.pose.eval()
+        return self
+
+    def forward(self, batch, generator):
+        cfg = self.config.loss
+        target, target_aug, sources, sources_aug, K, dynamic = self.unpack(batch)
+        frozen = self.config.train.freeze_teacher
+        with torch.set_grad_enabled(not frozen and self.training):
+            poses = predict_poses(self.pose, target_aug, sources_aug)
+            teacher = self.teacher(target_aug)
+        teacher_depth = teacher["depth"][0].detach()
+        cv_source, cv_pose, static, zeroed = self.cost_volume_inputs(
+            target_aug, sources_aug[-1], poses[-1], generator
+        )
+        student = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed)
+        with torch.no_grad():
+            self.multi.update_depth_range(teacher_depth, self.config.model.adaptive_range_momentum)
+
+        exclude = dynamic if cfg.dynamic_mask else None
+        terms = self.photometric_terms(target, sources, student["depth"], poses, K, exclude=exclude)
+        inconsistent = masks.cost_volume_inconsistency(
+            student["cost_volume_depth"], teacher_depth, cfg.consistency_low, cfg.consistency_high,
+            student["cost_volume_valid"],
+        )
+        single_frame_items = static | zeroed
+        if cfg.distillation:
+            if cfg.reliability_mask:
+                with torch.no_grad():
+                    teacher_error, _ = losses.min_reprojection_error(
+                        target, sources, teacher_depth, poses, K, ssim_weight=cfg.ssim_weight
+                    )
+                reliable = masks.reliability_mask(teacher_error, terms["reprojection_error"].detach())
+            else:
+                reliable = None
+            region = masks.distillation_region(inconsistent, dynamic, single_frame_items, reliable)
+        else:
+            region = inconsistent | single_frame_items[:, None, None, None]
+        distill = losses.distillation_loss(student["depth"][0], teacher_depth, region)
+        loss = terms["loss"] + cfg.distillation_weight * distill
+        scalars = {
+            "photometric": terms["photometric"],
+            "distillation": distill,
+            "distilled_fraction": region.float().mean(),
+            "d_min": self.multi.d_min,
+            "d_max": self.multi.d_max,
+        }
+        images = {"depth_student": depth_image(student["depth"][0]), "depth_teacher": depth_image(teacher_depth)}
+        return loss, {k: v.detach() for k, v in scalars.items()}, images

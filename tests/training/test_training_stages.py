@@ -1,0 +1,129 @@
+"""The staged recipe end to end on the tiny synthetic world: every stage runs, resumes exactly, and
+stops on a non-finite loss with the step and samples named."""
+
+import json
+
+import pytest
+import torch
+
+from mfdepth.config import load_config
+from mfdepth.training import loop
+from mfdepth.training.checkpoint import load_checkpoint
+from mfdepth.training.recipe import MissingStageError, run_stage
+from mfdepth.training.stages import PretrainStage
+
+TINY = [
+    "data.synth_preset=tiny",
+    "data.height=64",
+    "data.width=192",
+    "data.num_workers=0",
+    "model.num_depth_bins=8",
+    "train.batch_size=2",
+    "train.pretrain_steps=2",
+    "train.teacher_steps=2",
+    "train.student_steps=2",
+    "train.checkpoint_every=1",
+    "train.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from mfdepth.synth import ensure_world
+
+    root = tmp_path_factory.mktemp("world")
+    ensure_world(root, preset="tiny")
+    return root
+
+
+def tiny_config(world, run_dir, *extra):
+    return load_config(None, [*TINY, f"data.root={world}", f"run_dir={run_dir}", *extra])
+
+
+def test_all_stages_run_and_write_their_outputs(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, tmp_path / "run")
+    results = run_stage("all", config, config.run_dir, progress=False)
+    run_dir = tmp_path / "run"
+    assert set(results) == {"pretrain", "masks", "teacher", "student"}
+    for stage in ("pretrain", "teacher", "student"):
+        checkpoint = load_checkpoint(run_dir / "checkpoints" / f"{stage}.ckpt")
+        assert checkpoint["step"] == 2 and checkpoint["stage"] == stage
+        assert checkpoint["meta"]["height"] == 64 and checkpoint["meta"]["config"]["data"]["width"] == 192
+        assert (run_dir / "logs" / f"{stage}.csv").is_file()
+    summary = json.loads((run_dir / "masks" / "summary.json").read_text())
+    assert 0.0 <= summary["masked_fraction"] <= 1.0
+    assert {"iou", "precision", "recall"} <= set(summary)  # the synthetic world has true motion masks
+    student = load_checkpoint(run_dir / "checkpoints" / "student.ckpt")
+    assert {"multi", "pose", "teacher"} <= set(student["models"])
+    assert student["meta"]["d_min"] < student["meta"]["d_max"]
+    assert (run_dir / "config.yaml").is_file()
+    # A finished stage is not trained again.
+    mtime = (run_dir / "checkpoints" / "student.ckpt").stat().st_mtime
+    run_stage("student", config, config.run_dir, progress=False)
+    assert (run_dir / "checkpoints" / "student.ckpt").stat().st_mtime == mtime
+
+
+def test_stage_without_its_input_names_the_command(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, tmp_path / "empty")
+    with pytest.raises(MissingStageError, match="--stage pretrain"):
+        run_stage("teacher", config, config.run_dir, progress=False)
+
+
+def test_resume_after_interruption_gives_the_same_weights(tiny_world, tmp_path):
+    steps = ["train.pretrain_steps=3"]
+    straight = tiny_config(tiny_world, tmp_path / "straight", *steps)
+    run_stage("pretrain", straight, straight.run_dir, progress=False)
+
+    interrupted = tiny_config(tiny_world, tmp_path / "interrupted", *steps)
+    # First call stops after one step, as a killed run would after its checkpoint; the second resumes.
+    run_stage("pretrain", interrupted, interrupted.run_dir, progress=False, stop_after=1)
+    partial = load_checkpoint(tmp_path / "interrupted" / "checkpoints" / "pretrain-last.ckpt")
+    assert partial["step"] == 1
+    assert not (tmp_path / "interrupted" / "checkpoints" / "pretrain.ckpt").exists()
+    run_stage("pretrain", interrupted, interrupted.run_dir, progress=False)
+
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "pretrain.ckpt")["models"]
+    b = load_checkpoint(tmp_path / "interrupted" / "checkpoints" / "pretrain.ckpt")["models"]
+    for net in a:
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs after resume"
+
+
+def test_nan_loss_stops_with_step_and_samples_named(tiny_world, tmp_path, monkeypatch):
+    config = tiny_config(tiny_world, tmp_path / "nan", "train.pretrain_steps=3")
+    original = PretrainStage.forward
+    calls = {"n": 0}
+
+    def poisoned(self, batch, generator):
+        loss, scalars, images = original(self, batch, generator)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 2 else loss), scalars, images
+
+    monkeypatch.setattr(PretrainStage, "forward", poisoned)
+    with pytest.raises(loop.NonFiniteLossError) as info:
+        run_stage("pretrain", config, config.run_dir, progress=False)
+    message = str(info.value)
+    assert "step 1" in message and "2026_01_01" in message and "pretrain-last.ckpt" in message
+    kept = load_checkpoint(tmp_path / "nan" / "checkpoints" / "pretrain-last.ckpt")
+    assert kept["step"] == 1
+    for state in kept["models"].values():
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_batch_sampler_order_is_a_function_of_seed_and_epoch():
+    full = list(loop.ResumableBatchSampler(10, 3, seed=1, epoch=2))
+    assert len(full) == 3 and full != [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    resumed = list(loop.ResumableBatchSampler(10, 3, seed=1, epoch=2, skip_batches=1))
+    assert resumed == full[1:]
+    other_epoch = list(loop.ResumableBatchSampler(10, 3, seed=1, epoch=3))
+    assert other_epoch != full
+    ranks = [list(loop.ResumableBatchSampler(10, 2, seed=1, epoch=0, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    seen = [i for r in ranks for b in r for i in b]
+    assert len(seen) == len(set(seen)) == 8
+
+
+def test_learning_rate_schedule():
+    assert loop.learning_rate(1e-4, 0, 0) == 1e-4
+    assert loop.learning_rate(1e-4, 99, 100) == 1e-4
+    assert loop.learning_rate(1e-4, 100, 100) == pytest.approx(1e-5)
