@@ -50,3 +50,15 @@ def test_missing_and_malformed_files_name_the_path(tmp_path):
     bad.write_text("- a list\n- not a mapping\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(bad)
+
+
+def test_shipped_recipes_load_and_synthetic_equals_defaults():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    synthetic = load_config(configs / "synthetic.yaml")
+    assert synthetic == load_config(None, ["run_dir=runs/synthetic"])
+    kitti = load_config(configs / "kitti.yaml")
+    assert (kitti.data.height, kitti.data.width, kitti.train.batch_size) == (192, 640, 12)
+    assert kitti.model.num_depth_bins == 96 and kitti.train.learning_rate == 1e-4
+    load_config(configs / "cityscapes.yaml")

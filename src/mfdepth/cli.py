@@ -16,8 +16,12 @@ from mfdepth import __version__
 from mfdepth.config import ConfigError
 
 SUBCOMMANDS: tuple[str, ...] = (
-    "mfdepth.data.command",
+    "mfdepth.demo",
     "mfdepth.synth.command",
+    "mfdepth.data.command",
+    "mfdepth.training.command",
+    "mfdepth.training.masks_command",
+    "mfdepth.evaluation.command",
 )
 
 

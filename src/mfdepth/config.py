@@ -33,8 +33,8 @@ class DataConfig:
     ``<root>/splits/<split>/`` first, then in the package's ``mfdepth/splits/<split>/`` (ships kitti_sample;
     see its README for dropping in Monodepth2's eigen / eigen_zhou lists). DDAD: optional; its dataset
     json's scene_splits are used when no such folder exists. Folders and videos have no splits."""
-    height: int = 96
-    width: int = 320
+    height: int = 64
+    width: int = 192
     frame_offsets: list[int] = field(default_factory=lambda: [0, -1, 1])
     """Frames of one training sample relative to the target; the target (0) must come first."""
     image_ext: str = "auto"
@@ -66,7 +66,7 @@ class ModelConfig:
     """ResNet depth of the encoders: 18 or 50."""
     pretrained_weights: str | None = None
     """Path to a torchvision ResNet state dict (ImageNet) to initialise the encoders; None = from scratch."""
-    num_depth_bins: int = 96
+    num_depth_bins: int = 48
     min_depth: float = 0.1
     max_depth: float = 100.0
     msff: bool = True
@@ -113,12 +113,12 @@ class MaskConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 4
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
     lr_decay_step: int = 0
     """Steps between 10x learning-rate drops; 0 = constant."""
-    pretrain_steps: int = 300
-    teacher_steps: int = 200
-    student_steps: int = 300
+    pretrain_steps: int = 200
+    teacher_steps: int = 100
+    student_steps: int = 200
     seed: int = 0
     accelerator: str = "auto"
     """auto, cpu or gpu."""
@@ -127,9 +127,9 @@ class TrainConfig:
     """auto or ddp (launch with torchrun for several GPUs)."""
     precision: str = "32"
     """32, 16-mixed or bf16-mixed (mixed precision applies on GPU only)."""
-    checkpoint_every: int = 100
-    log_every: int = 10
-    image_log_every: int = 100
+    checkpoint_every: int = 50
+    log_every: int = 5
+    image_log_every: int = 50
     static_camera_prob: float = 0.25
     zero_cost_volume_prob: float = 0.25
     freeze_teacher: bool = True
@@ -148,6 +148,9 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """The defaults are the CPU-sized recipe on the synthetic world (``configs/synthetic.yaml``); the
+    KITTI and Cityscapes recipes in ``configs/`` set the paper's sizes (96 hypotheses, 640x192, ...)."""
+
     run_dir: str = "runs/synthetic"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import logging
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from mfdepth import masks as mask_rules
 from mfdepth.config import Config, save_config
+from mfdepth.evaluation.metrics import MaskQualityAccumulator
 from mfdepth.training import loop
 from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
 from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses
@@ -143,7 +145,8 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     out_dir = masks_dir(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mcfg = config.masks
-    totals = {"pixels": 0, "masked": 0, "tp": 0, "fp": 0, "fn": 0, "frames": 0, "with_truth": 0}
+    quality = MaskQualityAccumulator()
+    masked_pixels, total_pixels, frames, frames_with_truth = 0, 0, 0, 0
 
     bar = None
     if progress:
@@ -166,33 +169,30 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
             path = mask_path_for(out_dir, sample_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray((dynamic[i, 0].cpu().numpy() * 255).astype(np.uint8)).save(path)
-        totals["pixels"] += dynamic.numel()
-        totals["masked"] += int(dynamic.sum())
-        totals["frames"] += dynamic.shape[0]
+        total_pixels += dynamic.numel()
+        masked_pixels += int(dynamic.sum())
+        frames += dynamic.shape[0]
         truth = batch.get("motion_mask")
         if truth is not None:
-            truth = truth > 0.5
-            totals["tp"] += int((dynamic & truth).sum())
-            totals["fp"] += int((dynamic & ~truth).sum())
-            totals["fn"] += int((~dynamic & truth).sum())
-            totals["with_truth"] += dynamic.shape[0]
+            for predicted, true in zip(dynamic.cpu().numpy(), truth.cpu().numpy() > 0.5):
+                quality.update(predicted[0], true[0])
+            frames_with_truth += dynamic.shape[0]
         if bar is not None:
             bar.update(dynamic.shape[0])
     if bar is not None:
         bar.close()
 
     summary = {
-        "frames": totals["frames"],
-        "masked_fraction": totals["masked"] / max(totals["pixels"], 1),
+        "frames": frames,
+        "masked_fraction": masked_pixels / max(total_pixels, 1),
         "thresholds": {"upper_ratio": mcfg.upper_ratio, "lower_ratio": mcfg.lower_ratio},
         "ground_check": mcfg.ground_check,
     }
-    if totals["with_truth"]:
-        tp, fp, fn = totals["tp"], totals["fp"], totals["fn"]
-        summary.update(
-            iou=tp / max(tp + fp + fn, 1), precision=tp / max(tp + fp, 1), recall=tp / max(tp + fn, 1),
-            frames_with_truth=totals["with_truth"],
-        )
+    if frames_with_truth:
+        scores = quality.compute()
+        # NaN (nothing predicted or nothing true) is stored as null: undefined, not zero.
+        summary.update({k: None if math.isnan(scores[k]) else scores[k] for k in ("iou", "precision", "recall")})
+        summary["frames_with_truth"] = frames_with_truth
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

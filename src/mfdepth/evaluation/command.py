@@ -1,0 +1,35 @@
+"""``mfdepth evaluate``: score a checkpoint on a split with the field's protocol."""
+
+from __future__ import annotations
+
+NAME = "evaluate"
+HELP = "Evaluate a checkpoint (AbsRel, SqRel, RMSE, RMSElog, d<1.25^k; static/moving split on the synthetic world)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (its config names the data)")
+    parser.add_argument("--network", default="auto", choices=["auto", "multi", "single"],
+                        help="multi-frame net (default when present) or the single-frame teacher")
+    parser.add_argument("--split", default="test", choices=["test", "val", "train"])
+    parser.add_argument("--no-median-scaling", action="store_true", help="report metric-scale errors")
+    parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="changes to the checkpoint's config, e.g. data.root=/data/kitti eval.protocol=kitti")
+
+
+def run(args) -> int:
+    from mfdepth.evaluation.report import format_table, write_json
+    from mfdepth.evaluation.runner import evaluate_checkpoint
+
+    evaluation = evaluate_checkpoint(
+        args.checkpoint, network=args.network, split=args.split, overrides=args.overrides,
+        median_scaling=False if args.no_median_scaling else None, device=args.device, progress=not args.quiet,
+    )
+    print(f"{evaluation.checkpoint} ({evaluation.network}-frame network)")
+    print(format_table(evaluation.result))
+    if args.json:
+        path = write_json(evaluation.result, args.json)
+        print(f"written: {path}")
+    return 0

@@ -1,0 +1,117 @@
+"""Depth from a trained checkpoint with no flags.
+
+The checkpoint's metadata says the network resolution, the depth range, the architecture (MSFF on or
+off) and the full training config, so ``DepthPredictor("student.ckpt")`` is all a user writes.
+Inputs of any size are resized to the network resolution (intrinsics scaled to match) and the depth
+comes back at the input size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mfdepth.config import config_from_dict
+from mfdepth.geometry import scale_intrinsics
+from mfdepth.models.factory import build_multi, build_pose, build_single
+from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
+
+NETWORKS = ("auto", "multi", "single")
+
+
+class DepthPredictor:
+    """Runs the multi-frame network (with its pose net) or a single-frame network of a checkpoint.
+
+    Args:
+        checkpoint: path of an mfdepth checkpoint (any stage).
+        network: ``multi`` (needs a multi-frame net in the checkpoint), ``single`` (the teacher S* of a
+            teacher/student checkpoint, or S0 of a pretrain checkpoint), or ``auto`` (multi when present).
+        device: torch device.
+    """
+
+    def __init__(self, checkpoint: str | Path, network: str = "auto", device: str | torch.device = "cpu"):
+        if network not in NETWORKS:
+            raise ValueError(f"network '{network}' is not one of {', '.join(NETWORKS)}")
+        self.device = torch.device(device)
+        state = load_checkpoint(checkpoint, map_location=self.device)
+        meta = state["meta"]
+        self.meta = meta
+        self.config = config_from_dict(meta["config"])
+        self.height, self.width = int(meta["height"]), int(meta["width"])
+        models = state["models"]
+        if network == "auto":
+            network = "multi" if "multi" in models else "single"
+        self.network = network
+        self.multi = self.pose = self.single = None
+        if network == "multi":
+            if "multi" not in models or "pose" not in models:
+                raise CheckpointError(f"{checkpoint} holds no multi-frame network (stage {meta.get('stage')})")
+            self.multi = build_multi(self.config, msff=bool(meta.get("msff", self.config.model.msff)))
+            self.multi.load_state_dict(models["multi"])
+            self.pose = build_pose(self.config)
+            self.pose.load_state_dict(models["pose"])
+        else:
+            key = "teacher" if "teacher" in models else "single"
+            if key not in models:
+                raise CheckpointError(f"{checkpoint} holds no single-frame network (stage {meta.get('stage')})")
+            self.single = build_single(self.config)
+            self.single.load_state_dict(models[key])
+        for net in (self.multi, self.pose, self.single):
+            if net is not None:
+                net.to(self.device).eval()
+
+    @property
+    def is_multi_frame(self) -> bool:
+        return self.multi is not None
+
+    def to_network_size(self, images: torch.Tensor, K: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Resize ``(B,3,h,w)`` images to the network size; scale ``(B,3,3)`` K (pixels of the input) alike."""
+        h, w = images.shape[-2:]
+        if (h, w) != (self.height, self.width):
+            images = F.interpolate(images, (self.height, self.width), mode="bilinear", align_corners=False, antialias=True)
+            if K is not None:
+                K = scale_intrinsics(K, self.width / w, self.height / h)
+        return images, K
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        target: torch.Tensor,
+        previous: torch.Tensor | None = None,
+        K: torch.Tensor | None = None,
+        output_size: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Depth of ``target``.
+
+        Args:
+            target: ``(B,3,h,w)`` float in [0,1], any size.
+            previous: ``(B,3,h,w)`` the frame before ``target`` (multi-frame); None = single-frame
+                fallback (zeroed cost volume), as for the first frame of a video.
+            K: ``(B,3,3)`` intrinsics in pixels of ``target``; required by the multi-frame network.
+            output_size: ``(H, W)`` of the returned depth; default the input size.
+        Returns:
+            ``(B,1,H,W)`` depth in metres (up to the scale the network learned).
+        """
+        target = target.to(self.device, torch.float32)
+        size = output_size or tuple(target.shape[-2:])
+        net_target, net_K = self.to_network_size(target, None if K is None else K.to(self.device, torch.float32))
+        if self.multi is None:
+            depth = self.single(net_target)["depth"][0]
+        else:
+            if net_K is None:
+                raise ValueError("the multi-frame network needs intrinsics K (pixels of the target image)")
+            b = net_target.shape[0]
+            if previous is None:
+                source = net_target
+                pose = torch.eye(4, device=self.device).expand(b, 4, 4)
+                zeroed = torch.ones(b, dtype=torch.bool, device=self.device)
+            else:
+                source, _ = self.to_network_size(previous.to(self.device, torch.float32), None)
+                pose = self.pose(net_target, source, source_is_before=True)
+                zeroed = None
+            depth = self.multi(net_target, source, pose, net_K, zero_cost_volume=zeroed)["depth"][0]
+        if tuple(depth.shape[-2:]) != tuple(size):
+            depth = F.interpolate(depth, size, mode="bilinear", align_corners=False)
+        return depth

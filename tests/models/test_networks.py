@@ -1,0 +1,132 @@
+"""Shapes, gradients, switches, weights and streaming of the networks."""
+
+import pytest
+import torch
+import torchvision
+
+from mfdepth.models import MultiFrameDepthNet, PoseNet, ResnetEncoder, SingleFrameDepthNet, StreamingDepth
+from mfdepth.models.layers import disp_to_depth
+
+
+def _K(b, h, w):
+    return torch.tensor([[0.58 * w, 0.0, (w - 1) / 2], [0.0, 1.92 * h, (h - 1) / 2], [0.0, 0.0, 1.0]]).expand(b, 3, 3)
+
+
+def _small_multi(**kw):
+    torch.manual_seed(0)
+    return MultiFrameDepthNet(num_depth_bins=kw.pop("bins", 8), **kw)
+
+
+@pytest.mark.parametrize("h, w", [(64, 96), (96, 160)])
+def test_shapes_for_odd_resolutions(h, w):
+    x = torch.rand(2, 3, h, w)
+    single = SingleFrameDepthNet()(x)
+    multi = _small_multi()(x, x, torch.eye(4).expand(2, 4, 4), _K(2, h, w))
+    for out in (single, multi):
+        assert [tuple(d.shape) for d in out["depth"]] == [(2, 1, h >> s, w >> s) for s in range(4)]
+        assert all(((d >= 0.1 - 1e-5) & (d <= 100.0 + 1e-3)).all() for d in out["depth"])
+    assert multi["cost_volume_depth"].shape == (2, 1, h // 4, w // 4)
+    assert multi["cost_volume_valid"].shape == (2, 1, h // 4, w // 4)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        SingleFrameDepthNet()(torch.rand(1, 3, 70, 96))
+
+
+def test_disp_to_depth_range():
+    _, depth = disp_to_depth(torch.tensor([0.0, 1.0]), 0.1, 100.0)
+    assert torch.allclose(depth, torch.tensor([100.0, 0.1]))
+
+
+def test_gradients_reach_every_trainable_parameter():
+    h, w = 64, 96
+    multi, pose = _small_multi(), PoseNet()
+    a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
+    T = pose(a, b, source_is_before=True)
+    out = multi(a, b, T, _K(2, h, w))
+    loss = sum(d.mean() for d in out["depth"]) + T[:, :3, 3].abs().sum()
+    loss.backward()
+    for net in (multi, pose):
+        missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not missing, missing[:5]
+
+
+def test_pose_direction_is_consistent():
+    pose = PoseNet().eval()
+    a, b = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        T_b_a = pose(a, b, source_is_before=False)  # source b comes after target a
+        T_a_b = pose(b, a, source_is_before=True)
+    assert torch.allclose(T_a_b @ T_b_a, torch.eye(4)[None], atol=1e-5)
+
+
+def test_msff_off_matches_on_raw_quarter_features():
+    net = _small_multi(msff=False).eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        features = net.matching_features(x)
+        raw = net.encoder.layer1(net.encoder.maxpool(net.encoder.stem(x)))
+    assert net.fusion is None and torch.equal(features["match"], raw)
+    fused = _small_multi(msff=True).eval()
+    with torch.no_grad():
+        assert fused.matching_features(x)["match"].shape == raw.shape
+    assert any(k.startswith("fusion.") for k in fused.state_dict())
+
+
+def test_zero_cost_volume_equals_zeroed_costs():
+    net = _small_multi().eval()
+    h, w = 64, 96
+    a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
+    T = torch.eye(4).expand(2, 4, 4).clone()
+    T[:, 2, 3] = -1.0
+    K = _K(2, h, w)
+    with torch.no_grad():
+        zeroed = net(a, b, T, K, zero_cost_volume=torch.tensor([True, False]))
+        plain = net(a, b, T, K)
+        other_source = net(a, torch.rand(2, 3, h, w), T, K, zero_cost_volume=torch.tensor([True, False]))
+    # Item 0 no longer depends on the source frame; item 1 is unchanged.
+    assert torch.allclose(zeroed["depth"][0][0], other_source["depth"][0][0], atol=1e-6)
+    assert torch.allclose(zeroed["depth"][0][1], plain["depth"][0][1], atol=1e-6)
+    assert not torch.allclose(zeroed["depth"][0][0], plain["depth"][0][0])
+    assert zeroed["cost_volume_valid"][0].sum() == 0
+
+
+def test_adaptive_range_lives_in_state_dict_and_tracks_teacher():
+    net = _small_multi()
+    assert {"d_min", "d_max"} <= set(net.state_dict())
+    teacher = torch.linspace(2.0, 40.0, 100).reshape(1, 1, 10, 10)
+    for _ in range(200):
+        net.update_depth_range(teacher, momentum=0.9)
+    assert abs(net.d_min.item() - 2.0) < 1e-3 and abs(net.d_max.item() - 40.0) < 1e-2
+    bins = net.depth_bins(3)
+    assert bins.shape == (3, 8) and torch.allclose(bins[0, [0, -1]], torch.tensor([2.0, 40.0]), atol=1e-2)
+    other = _small_multi()
+    other.load_state_dict(net.state_dict())
+    assert other.d_max.item() == net.d_max.item()
+
+
+def test_imagenet_weights_load_by_torchvision_names(tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    encoder = ResnetEncoder(18, 1, weights_path=path)
+    assert torch.equal(encoder.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
+    pose_encoder = ResnetEncoder(18, 2, weights_path=path)
+    assert torch.allclose(pose_encoder.conv1.weight[:, 3:], reference.conv1.weight / 2)
+    with pytest.raises(FileNotFoundError, match="pretrained_weights"):
+        ResnetEncoder(18, 1, weights_path=tmp_path / "missing.pth")
+
+
+def test_streaming_equals_pairwise_prediction():
+    h, w = 64, 96
+    multi, pose = _small_multi().eval(), PoseNet().eval()
+    frames = torch.rand(4, 1, 3, h, w)
+    K = _K(1, h, w)
+    stream = StreamingDepth(multi, pose)
+    with torch.no_grad():
+        streamed = [stream.step(f, K)["depth"][0] for f in frames]
+        first = multi(frames[0], frames[0], torch.eye(4)[None], K, zero_cost_volume=torch.tensor([True]))
+        assert torch.allclose(streamed[0], first["depth"][0], atol=1e-5)
+        for t in range(1, 4):
+            T = pose(frames[t], frames[t - 1], source_is_before=True)
+            pair = multi(frames[t], frames[t - 1], T, K)["depth"][0]
+            assert torch.allclose(streamed[t], pair, atol=1e-5)
