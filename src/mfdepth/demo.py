@@ -158,7 +158,7 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
     config = load_config(config_path, [f"run_dir={run_dir}", f"data.root={data_root}", *overrides])
     timings: dict[str, float] = {}
     start = time.time()
-    ensure_world(config.data.root, preset=config.data.synth_preset)
+    ensure_world(config.data.root, preset=config.data.synth_preset, progress=progress)
     timings["render world"] = time.time() - start
     for stage in ("pretrain", "masks", "teacher", "student"):
         began = time.time()

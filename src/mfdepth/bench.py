@@ -1,0 +1,196 @@
+"""``mfdepth bench``: speed, memory, size and FLOPs of the networks, written as JSON + Markdown.
+
+Every measurement runs in its own fresh process (so its peak memory is its own) with the same thread
+count. Latency is the median of ``runs`` timed calls after warm-up. Speed is reported against a
+reference measured in the same run: the ManyDepth-shaped path (single-scale matching, both frames
+encoded for every prediction).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+NAME = "bench"
+HELP = "Measure inference latency, training-step time, peak memory, parameters and FLOPs (JSON + Markdown)."
+
+
+def _setup(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    return torch
+
+
+def _intrinsics(torch, height: int, width: int):
+    return torch.tensor([[0.58 * width, 0.0, (width - 1) / 2], [0.0, 1.92 * height, (height - 1) / 2], [0.0, 0.0, 1.0]])[None]
+
+
+def _time(fn, runs: int, warmup: int = 2) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs": runs}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: int) -> dict:
+    """One measurement; runs in a child process."""
+    torch = _setup(threads)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mfdepth.models import MultiFrameDepthNet, PoseNet, SingleFrameDepthNet, StreamingDepth
+
+    K = _intrinsics(torch, height, width)
+    frames = torch.rand(2, 1, 3, height, width)
+    result: dict = {"kind": kind}
+    if kind == "single":
+        net = SingleFrameDepthNet().eval()
+        with torch.inference_mode():
+            result.update(_time(lambda: net(frames[0]), runs))
+        nets = [net]
+        flop_fn = lambda: net(frames[0])  # noqa: E731
+    elif kind in ("multi", "manydepth_reference"):
+        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=kind == "multi").eval()
+        pose = PoseNet().eval()
+
+        def pair():
+            T = pose(frames[1], frames[0], source_is_before=True)
+            return multi(frames[1], frames[0], T, K)
+
+        with torch.inference_mode():
+            result.update(_time(pair, runs))
+        nets = [multi, pose]
+        flop_fn = pair
+    elif kind == "streaming":
+        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=True).eval()
+        pose = PoseNet().eval()
+        stream = StreamingDepth(multi, pose)
+        stream.step(frames[0], K)
+        result.update(_time(lambda: stream.step(frames[1], K), runs))
+        nets = [multi, pose]
+        flop_fn = lambda: stream.step(frames[1], K)  # noqa: E731
+    elif kind == "train_step":
+        from mfdepth.config import load_config
+        from mfdepth.training.stages import PretrainStage
+
+        config = load_config(None, [f"data.height={height}", f"data.width={width}", f"model.num_depth_bins={bins}"])
+        stage = PretrainStage(config).train()
+        optimizer = torch.optim.Adam(stage.parameters(), lr=1e-4)
+        batch_size = 4
+        from mfdepth.geometry import intrinsics_pyramid
+
+        batch = {
+            "frames": torch.rand(batch_size, 3, 3, height, width),
+            "offsets": torch.tensor([[0, -1, 1]] * batch_size),
+            "K": intrinsics_pyramid(K.expand(batch_size, 3, 3), 4),
+        }
+        batch["frames_aug"] = batch["frames"]
+
+        def step():
+            loss, _, _ = stage(batch, torch.Generator().manual_seed(0))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        result.update(_time(step, runs, warmup=1))
+        result["batch_size"] = batch_size
+        nets = [stage.single, stage.multi, stage.pose]
+        flop_fn = None
+    else:
+        raise ValueError(kind)
+    result["parameters"] = sum(p.numel() for net in nets for p in net.parameters())
+    if flop_fn is not None:
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            flop_fn()
+        result["gflops"] = counter.get_total_flops() / 1e9
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2, height: int = 192, width: int = 640,
+                   train_height: int = 96, train_width: int = 320, bins: int = 96, runs: int = 10) -> dict:
+    """Run every measurement in its own process; write ``bench.json`` and ``bench.md`` to ``out_dir``."""
+    import torch
+
+    context = multiprocessing.get_context("spawn")
+    plan = [
+        ("manydepth_reference", height, width),
+        ("multi", height, width),
+        ("streaming", height, width),
+        ("single", height, width),
+        ("train_step", train_height, train_width),
+    ]
+    results = {}
+    for kind, h, w in plan:
+        with context.Pool(1) as pool:
+            results[kind] = pool.apply(_measure, (kind, threads, h, w, bins, max(runs if kind != "train_step" else 3, 1)))
+        results[kind]["size"] = f"{h}x{w}"
+    reference = results["manydepth_reference"]["median_s"]
+    for kind in ("multi", "streaming", "single"):
+        results[kind]["speedup_vs_reference"] = reference / results[kind]["median_s"]
+    payload = {
+        "results": results,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": threads,
+                    "torch": torch.__version__},
+        "depth_bins": bins,
+        "command": f"mfdepth bench --threads {threads} --height {height} --width {width} --runs {runs}",
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(payload, indent=2))
+    names = {
+        "manydepth_reference": "reference: single-scale matching, both frames encoded (ManyDepth-shaped)",
+        "multi": "multi-frame + pose, MSFF (pair of frames)",
+        "streaming": "multi-frame streaming step (one new frame)",
+        "single": "single-frame net",
+        "train_step": "training step (pretrain: S0 + M0 + pose, 4-scale losses), batch 4",
+    }
+    lines = [
+        "# mfdepth bench",
+        "",
+        f"{platform.machine()} CPU, {threads} threads, torch {torch.__version__}, {bins} depth hypotheses. "
+        f"Median of {runs} runs after warm-up (training step: 3).",
+        "",
+        "| what | size | median s | vs reference | params (M) | GFLOPs | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, row in results.items():
+        speed = f"{row['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in row else "-"
+        gflops = f"{row['gflops']:.1f}" if "gflops" in row else "-"
+        lines.append(
+            f"| {names[kind]} | {row['size']} | {row['median_s']:.3f} | {speed} | {row['parameters'] / 1e6:.1f} | "
+            f"{gflops} | {row['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", f"Command: `{payload['command']}`", ""]
+    (out / "bench.md").write_text("\n".join(lines))
+    return payload
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="benchmarks/results", help="folder for bench.json and bench.md")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--bins", type=int, default=96, help="depth hypotheses")
+    parser.add_argument("--runs", type=int, default=10)
+
+
+def run(args) -> int:
+    run_benchmarks(args.out, args.threads, args.height, args.width, bins=args.bins, runs=args.runs)
+    print((Path(args.out) / "bench.md").read_text())
+    return 0
