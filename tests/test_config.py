@@ -8,12 +8,15 @@ from mfdepth.config import Config, ConfigError, config_from_dict, load_config, s
 def test_defaults_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  batch_size: 2\nmodel:\n  msff: false\n")
-    config = load_config(path, ["train.batch_size=8", "data.frame_offsets=[0, -1]", "model.min_depth=1"])
+    config = load_config(
+        path, ["train.batch_size=8", "data.frame_offsets=[0, -1]", "model.min_depth=1", "train.learning_rate=1e-3"]
+    )
+    assert config.train.learning_rate == 1e-3
     assert config.train.batch_size == 8
     assert config.model.msff is False
     assert config.data.frame_offsets == [0, -1]
     assert isinstance(config.model.min_depth, float) and config.model.min_depth == 1.0
-    assert config.train.learning_rate == Config().train.learning_rate
+    assert config.train.seed == Config().train.seed
 
 
 def test_round_trip_through_yaml(tmp_path):

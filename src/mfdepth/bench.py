@@ -64,7 +64,10 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
         nets = [net]
         flop_fn = lambda: net(frames[0])  # noqa: E731
     elif kind in ("multi", "manydepth_reference"):
-        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=kind == "multi").eval()
+        reference = kind == "manydepth_reference"
+        # The reference matches the full 64-channel single-scale features, as ManyDepth does.
+        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=not reference,
+                                   matching_channels=0 if reference else 16).eval()
         pose = PoseNet().eval()
 
         def pair():
@@ -154,7 +157,7 @@ def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2,
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(payload, indent=2))
     names = {
-        "manydepth_reference": "reference: single-scale matching, both frames encoded (ManyDepth-shaped)",
+        "manydepth_reference": "reference: 64-ch single-scale matching, both frames encoded (ManyDepth-shaped)",
         "multi": "multi-frame + pose, MSFF (pair of frames)",
         "streaming": "multi-frame streaming step (one new frame)",
         "single": "single-frame net",

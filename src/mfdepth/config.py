@@ -71,6 +71,8 @@ class ModelConfig:
     max_depth: float = 100.0
     msff: bool = True
     """Multi-scale feature fusion for matching (off = ManyDepth's single-scale matching)."""
+    matching_channels: int = 16
+    """Channels of the learned projection the cost volume compares (0 = the full 1/4 features, as ManyDepth)."""
     adaptive_range_momentum: float = 0.99
     """Running-average momentum of the cost volume's d_min/d_max, taken from the teacher's depth."""
 
@@ -194,6 +196,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping of settings, got {value!r}")
         return _from_dict(tp, value, prefix=f"{key}.")
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as text; a number is clearly meant.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -59,15 +59,18 @@ def test_pose_direction_is_consistent():
 
 
 def test_msff_off_matches_on_raw_quarter_features():
-    net = _small_multi(msff=False).eval()
+    net = _small_multi(msff=False, matching_channels=0).eval()
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         features = net.matching_features(x)
         raw = net.encoder.layer1(net.encoder.maxpool(net.encoder.stem(x)))
-    assert net.fusion is None and torch.equal(features["match"], raw)
+    assert net.fusion is None and torch.equal(features["match"], raw) and torch.equal(features["context"], raw)
+    projected = _small_multi(msff=False, matching_channels=16).eval()
+    with torch.no_grad():
+        assert projected.matching_features(x)["match"].shape == (1, 16, 16, 24)
     fused = _small_multi(msff=True).eval()
     with torch.no_grad():
-        assert fused.matching_features(x)["match"].shape == raw.shape
+        assert fused.matching_features(x)["context"].shape == raw.shape
     assert any(k.startswith("fusion.") for k in fused.state_dict())
 
 
@@ -94,10 +97,17 @@ def test_adaptive_range_lives_in_state_dict_and_tracks_teacher():
     assert {"d_min", "d_max"} <= set(net.state_dict())
     teacher = torch.linspace(2.0, 40.0, 100).reshape(1, 1, 10, 10)
     for _ in range(200):
-        net.update_depth_range(teacher, momentum=0.9)
+        net.update_depth_range(teacher, momentum=0.9, quantile=0.0)
     assert abs(net.d_min.item() - 2.0) < 1e-3 and abs(net.d_max.item() - 40.0) < 1e-2
     bins = net.depth_bins(3)
     assert bins.shape == (3, 8) and torch.allclose(bins[0, [0, -1]], torch.tensor([2.0, 40.0]), atol=1e-2)
+    # By default a few outlier pixels (e.g. sky at the depth limit) do not stretch the range.
+    robust = _small_multi()
+    with_sky = teacher.clone()
+    with_sky[0, 0, 0, 0] = 100.0
+    for _ in range(200):
+        robust.update_depth_range(with_sky, momentum=0.9)
+    assert robust.d_max.item() < 41.0 and robust.d_min.item() > 2.0
     other = _small_multi()
     other.load_state_dict(net.state_dict())
     assert other.d_max.item() == net.d_max.item()

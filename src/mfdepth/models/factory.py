@@ -20,7 +20,7 @@ def build_multi(config: Config, msff: bool):
     m = config.model
     return MultiFrameDepthNet(
         m.encoder_layers, m.num_depth_bins, m.min_depth, m.max_depth, msff=msff,
-        weights_path=m.pretrained_weights,
+        weights_path=m.pretrained_weights, matching_channels=m.matching_channels,
     )
 
 

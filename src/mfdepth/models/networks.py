@@ -104,12 +104,17 @@ class MultiFrameDepthNet(nn.Module):
     """
 
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
-                 max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None):
+                 max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None,
+                 matching_channels: int = 16):
         super().__init__()
         self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
         self.encoder = ResnetEncoder(num_layers, 1, weights_path)
         ch = self.encoder.num_ch_enc
         self.fusion = MultiScaleFeatureFusion(ch[0], ch[1]) if msff else None
+        # Matching on a learned low-dimensional projection of the features makes the cost volume (the
+        # hot spot: one bilinear sample per channel, hypothesis and pixel) several times cheaper;
+        # 0 matches on the full features, as ManyDepth does.
+        self.match_projection = nn.Conv2d(ch[1], matching_channels, 1) if matching_channels else None
         self.reduce = nn.Sequential(
             nn.Conv2d(ch[1] + num_depth_bins, ch[1], 3, padding=1, bias=False),
             nn.BatchNorm2d(ch[1]), nn.ReLU(inplace=True),
@@ -126,10 +131,20 @@ class MultiFrameDepthNet(nn.Module):
         return (self.d_min + (self.d_max - self.d_min) * steps).expand(batch, -1)
 
     @torch.no_grad()
-    def update_depth_range(self, teacher_depth: torch.Tensor, momentum: float = 0.99) -> None:
-        """Running average of the teacher's per-batch depth range (ManyDepth's adaptive bins)."""
-        low = teacher_depth.detach().amin().clamp(min=self.min_depth)
-        high = teacher_depth.detach().amax().clamp(max=self.max_depth)
+    def update_depth_range(self, teacher_depth: torch.Tensor, momentum: float = 0.99,
+                           quantile: float = 0.01) -> None:
+        """Running average of the teacher's per-batch depth range (ManyDepth's adaptive bins).
+
+        The range is taken between the ``quantile`` and ``1 - quantile`` quantiles rather than the
+        extremes: a few textureless pixels (sky) at the depth limits would otherwise stretch the
+        hypotheses over depths no matched pixel has. ``quantile=0`` gives the plain min/max.
+        """
+        values = teacher_depth.detach().flatten().float()
+        if values.numel() > 65536:  # torch.quantile has an input size limit; a strided sample is enough
+            values = values[:: values.numel() // 65536 + 1]
+        bounds = torch.quantile(values, torch.tensor([quantile, 1.0 - quantile], device=values.device))
+        low = bounds[0].clamp(min=self.min_depth).to(self.d_min.dtype)
+        high = bounds[1].clamp(max=self.max_depth).to(self.d_max.dtype)
         self.d_min.mul_(momentum).add_((1.0 - momentum) * low)
         self.d_max.mul_(momentum).add_((1.0 - momentum) * high)
         self.d_max.copy_(torch.maximum(self.d_max, self.d_min * 1.5))
@@ -137,12 +152,14 @@ class MultiFrameDepthNet(nn.Module):
     # -- the two halves, so a video needs one feature pass per frame -----------------------------
 
     def matching_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encoder up to 1/4 resolution: ``stem`` (1/2), ``middle`` (1/4) and ``match`` (1/4, for matching)."""
+        """Encoder up to 1/4 resolution: ``stem`` (1/2), ``context`` (1/4: MSFF-fused or raw layer-1
+        features, the cost volume's context) and ``match`` (1/4, the descriptors compared across frames)."""
         _check_size(image)
         stem = self.encoder.stem(image)
         middle = self.encoder.layer1(self.encoder.maxpool(stem))
-        match = self.fusion(stem, middle) if self.fusion is not None else middle
-        return {"stem": stem, "middle": middle, "match": match}
+        context = self.fusion(stem, middle) if self.fusion is not None else middle
+        match = self.match_projection(context) if self.match_projection is not None else context
+        return {"stem": stem, "context": context, "match": match}
 
     def forward_from_features(
         self,
@@ -159,6 +176,7 @@ class MultiFrameDepthNet(nn.Module):
         """
         match = target_features["match"]
         b, _, h, w = match.shape
+        context = target_features["context"]
         K_quarter = scale_intrinsics(K[:, :3, :3], w / image_size[1], h / image_size[0])
         depths = self.depth_bins(b)
         cost, valid = build_cost_volume(match, source_match, T_source_target, K_quarter, depths)
@@ -167,7 +185,7 @@ class MultiFrameDepthNet(nn.Module):
             keep = (~zero_cost_volume.bool()).to(cost.dtype)[:, None, None, None]
             cost = cost * keep
             reliable = reliable * keep
-        x = self.reduce(torch.cat([match, cost], dim=1))
+        x = self.reduce(torch.cat([context, cost], dim=1))
         f2 = self.encoder.layer2(x)
         f3 = self.encoder.layer3(f2)
         f4 = self.encoder.layer4(f3)

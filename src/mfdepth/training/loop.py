@@ -241,6 +241,8 @@ def fit(
         bar = tqdm(total=max_steps, initial=step, desc=module.name, dynamic_ncols=True, leave=True)
 
     steps_this_call = 0
+    pending: dict[str, float] = {}
+    pending_steps = 0
     module.train()
     start_time = time.time()
     try:
@@ -292,8 +294,15 @@ def fit(
                 if runtime.is_main:
                     scalars = {k: float(v) for k, v in scalars.items()}
                     scalars["loss"] = float(loss.detach())
-                    scalars["lr"] = optimizer.param_groups[0]["lr"]
+                    # Logged values are means over the steps since the last log line: single batches
+                    # of 4 frames vary too much (a stop vs fast driving) to read a trend from.
+                    for key, value in scalars.items():
+                        pending[key] = pending.get(key, 0.0) + value
+                    pending_steps += 1
                     if step % train_cfg.log_every == 0 or step == max_steps:
+                        scalars = {k: v / pending_steps for k, v in pending.items()}
+                        scalars["lr"] = optimizer.param_groups[0]["lr"]
+                        pending, pending_steps = {}, 0
                         for key, value in scalars.items():
                             writer.add_scalar(f"{module.name}/{key}", value, step)
                         row = {"step": step, "seconds": round(time.time() - start_time, 2), **scalars}
@@ -308,7 +317,7 @@ def fit(
                             writer.add_images(f"{module.name}/{key}", image.detach().float().cpu(), step)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 if step % train_cfg.checkpoint_every == 0 and step < max_steps:
                     save(last_path)
                 if step >= max_steps or (stop_after is not None and steps_this_call >= stop_after):
@@ -346,4 +355,6 @@ def read_loss_log(run_dir: str | Path, stage: str) -> list[dict[str, float]]:
                 except (TypeError, ValueError):
                     parsed[key] = math.nan
             rows.append(parsed)
-        return rows
+    # A resumed run logs again the steps after its last checkpoint: keep the latest row of each step.
+    by_step = {row.get("step"): row for row in rows}
+    return [by_step[k] for k in sorted(by_step, key=lambda k: (math.isnan(k), k))]
