@@ -22,6 +22,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "mfdepth.training.command",
     "mfdepth.training.masks_command",
     "mfdepth.evaluation.command",
+    "mfdepth.inference.predict_command",
+    "mfdepth.inference.export_command",
 )
 
 

@@ -21,6 +21,33 @@ from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
 NETWORKS = ("auto", "multi", "single")
 
 
+def resize_to_network(
+    images: torch.Tensor, K: torch.Tensor | None, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Resize ``(B,3,h,w)`` images to ``height`` x ``width`` and scale ``(B,3,3)`` K (pixels of the input) alike.
+
+    Antialiased bilinear, so a large frame is low-pass filtered before it is shrunk. Every backend
+    (PyTorch, ONNX Runtime, streaming) resizes through here, so they all see the same network input.
+    """
+    h, w = images.shape[-2:]
+    if (h, w) != (height, width):
+        images = F.interpolate(images, (height, width), mode="bilinear", align_corners=False, antialias=True)
+        if K is not None:
+            K = scale_intrinsics(K, width / w, height / h)
+    return images, K
+
+
+def _load_weights(net: torch.nn.Module, state: dict, name: str, checkpoint, meta: dict) -> None:
+    """``load_state_dict`` with a one-line :class:`CheckpointError` when the architectures differ."""
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        details = ", ".join([*(f"missing {k}" for k in missing[:2]), *(f"unexpected {k}" for k in unexpected[:2])])
+        raise CheckpointError(
+            f"{checkpoint}: the '{name}' network does not match this mfdepth's architecture ({details}); "
+            f"retrain, or load it with the mfdepth that wrote it (version {meta.get('version', '?')})"
+        )
+
+
 class DepthPredictor:
     """Runs the multi-frame network (with its pose net) or a single-frame network of a checkpoint.
 
@@ -35,6 +62,7 @@ class DepthPredictor:
         if network not in NETWORKS:
             raise ValueError(f"network '{network}' is not one of {', '.join(NETWORKS)}")
         self.device = torch.device(device)
+        self.checkpoint = Path(checkpoint)
         state = load_checkpoint(checkpoint, map_location=self.device)
         meta = state["meta"]
         self.meta = meta
@@ -49,15 +77,15 @@ class DepthPredictor:
             if "multi" not in models or "pose" not in models:
                 raise CheckpointError(f"{checkpoint} holds no multi-frame network (stage {meta.get('stage')})")
             self.multi = build_multi(self.config, msff=bool(meta.get("msff", self.config.model.msff)))
-            self.multi.load_state_dict(models["multi"])
+            _load_weights(self.multi, models["multi"], "multi", checkpoint, meta)
             self.pose = build_pose(self.config)
-            self.pose.load_state_dict(models["pose"])
+            _load_weights(self.pose, models["pose"], "pose", checkpoint, meta)
         else:
             key = "teacher" if "teacher" in models else "single"
             if key not in models:
                 raise CheckpointError(f"{checkpoint} holds no single-frame network (stage {meta.get('stage')})")
             self.single = build_single(self.config)
-            self.single.load_state_dict(models[key])
+            _load_weights(self.single, models[key], key, checkpoint, meta)
         for net in (self.multi, self.pose, self.single):
             if net is not None:
                 net.to(self.device).eval()
@@ -68,12 +96,7 @@ class DepthPredictor:
 
     def to_network_size(self, images: torch.Tensor, K: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Resize ``(B,3,h,w)`` images to the network size; scale ``(B,3,3)`` K (pixels of the input) alike."""
-        h, w = images.shape[-2:]
-        if (h, w) != (self.height, self.width):
-            images = F.interpolate(images, (self.height, self.width), mode="bilinear", align_corners=False, antialias=True)
-            if K is not None:
-                K = scale_intrinsics(K, self.width / w, self.height / h)
-        return images, K
+        return resize_to_network(images, K, self.height, self.width)
 
     @torch.inference_mode()
     def predict(
