@@ -118,9 +118,9 @@ class TrainConfig:
     learning_rate: float = 2e-4
     lr_decay_step: int = 0
     """Steps between 10x learning-rate drops; 0 = constant."""
-    pretrain_steps: int = 200
-    teacher_steps: int = 100
-    student_steps: int = 200
+    pretrain_steps: int = 160
+    teacher_steps: int = 80
+    student_steps: int = 160
     seed: int = 0
     accelerator: str = "auto"
     """auto, cpu or gpu."""
