@@ -24,6 +24,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "mfdepth.evaluation.command",
     "mfdepth.inference.predict_command",
     "mfdepth.inference.export_command",
+    "mfdepth.bench",
 )
 
 
