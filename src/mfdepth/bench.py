@@ -52,13 +52,20 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
     torch = _setup(threads)
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mfdepth.models import MultiFrameDepthNet, PoseNet, SingleFrameDepthNet, StreamingDepth
+    from mfdepth.models import (
+        MultiFrameDepthNet,
+        PoseNet,
+        SingleFrameDepthNet,
+        StreamingDepth,
+        prepare_for_inference,
+    )
 
     K = _intrinsics(torch, height, width)
     frames = torch.rand(2, 1, 3, height, width)
     result: dict = {"kind": kind}
     if kind == "single":
-        net = SingleFrameDepthNet().eval()
+        net = SingleFrameDepthNet()
+        prepare_for_inference(net)
         with torch.inference_mode():
             result.update(_time(lambda: net(frames[0]), runs))
         nets = [net]
@@ -69,6 +76,8 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
         multi = MultiFrameDepthNet(num_depth_bins=bins, msff=not reference,
                                    matching_channels=0 if reference else 16).eval()
         pose = PoseNet().eval()
+        if not reference:  # the reference runs as ManyDepth's code does: plain NCHW
+            prepare_for_inference(multi, pose)
 
         def pair():
             T = pose(frames[1], frames[0], source_is_before=True)
@@ -79,8 +88,8 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
         nets = [multi, pose]
         flop_fn = pair
     elif kind == "streaming":
-        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=True).eval()
-        pose = PoseNet().eval()
+        multi, pose = MultiFrameDepthNet(num_depth_bins=bins, msff=True), PoseNet()
+        prepare_for_inference(multi, pose)
         stream = StreamingDepth(multi, pose)
         stream.step(frames[0], K)
         result.update(_time(lambda: stream.step(frames[1], K), runs))

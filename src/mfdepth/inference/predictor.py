@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from mfdepth.config import config_from_dict
 from mfdepth.geometry import scale_intrinsics
+from mfdepth.models import prepare_for_inference
 from mfdepth.models.factory import build_multi, build_pose, build_single
 from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
 
@@ -86,9 +87,8 @@ class DepthPredictor:
                 raise CheckpointError(f"{checkpoint} holds no single-frame network (stage {meta.get('stage')})")
             self.single = build_single(self.config)
             _load_weights(self.single, models[key], key, checkpoint, meta)
-        for net in (self.multi, self.pose, self.single):
-            if net is not None:
-                net.to(self.device).eval()
+        nets = [net.to(self.device) for net in (self.multi, self.pose, self.single) if net is not None]
+        prepare_for_inference(*nets)
 
     @property
     def is_multi_frame(self) -> bool:

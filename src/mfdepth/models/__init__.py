@@ -8,6 +8,7 @@ from mfdepth.models.networks import (
     PoseNet,
     SingleFrameDepthNet,
     StreamingDepth,
+    prepare_for_inference,
 )
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "build_cost_volume",
     "disp_to_depth",
     "finish_cost_volume",
+    "prepare_for_inference",
     "sweep_pixels",
 ]

@@ -60,7 +60,8 @@ def build_cost_volume(
     warped = F.grid_sample(
         source_features, grid.reshape(b, d * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False
     ).reshape(b, c, d, h, w)
-    cost = (warped - target_features[:, :, None]).abs().mean(dim=1)
+    # In place: the warped volume is the largest tensor of the network; no second copy of it is made.
+    cost = warped.sub_(target_features[:, :, None]).abs_().mean(dim=1)
     valid = valid.reshape(b, d, h, w)
     return cost * valid, valid
 
