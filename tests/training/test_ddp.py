@@ -1,0 +1,60 @@
+"""Two CPU processes with DDP (gloo) train from the same config as one process does."""
+
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from mfdepth.config import load_config
+from mfdepth.training.checkpoint import load_checkpoint
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, overrides, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from mfdepth.training import loop
+    from mfdepth.training.recipe import run_stage
+
+    trained = {}
+    original_fit = loop.fit
+
+    def capturing_fit(module, *args, **kwargs):  # keep this rank's own in-memory networks
+        trained["stage"] = module
+        return original_fit(module, *args, **kwargs)
+
+    loop.fit = capturing_fit  # this child process only
+    config = load_config(None, overrides)
+    run_stage("pretrain", config, config.run_dir, progress=False)
+    # Parameters only: batch-norm statistics are per rank (rank 0's are the ones saved).
+    parameters = {name: p.detach() for name, p in trained["stage"].pose.named_parameters()}
+    torch.save(parameters, os.path.join(out, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_pretrain(tmp_path):
+    from mfdepth.synth import ensure_world
+
+    world = tmp_path / "world"
+    ensure_world(world, preset="tiny", progress=False)
+    overrides = [
+        f"data.root={world}", "data.synth_preset=tiny", "data.num_workers=0", "model.num_depth_bins=8",
+        "train.batch_size=1", "train.pretrain_steps=2", "train.strategy=ddp", "train.accelerator=cpu",
+        f"run_dir={tmp_path / 'run'}",
+    ]
+    mp.spawn(_worker, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "pretrain.ckpt")
+    assert checkpoint["step"] == 2
+    # Gradients were averaged across the ranks, so both hold the same weights.
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    differing = [k for k in a if not torch.allclose(a[k], b[k])]
+    assert not differing, differing[:5]
+    start = load_checkpoint(tmp_path / "run" / "checkpoints" / "pretrain.ckpt")["models"]["pose"]
+    assert all(torch.allclose(a[k], start[k]) for k in a)
