@@ -17,6 +17,21 @@ def _pyplot():
     return plt
 
 
+def _finish(plt, fig, axes, path, title: str) -> Path:
+    """Hide the axes of image panels, title, lay out, save as PNG and free the figure."""
+    if axes is not None:
+        for ax in axes.ravel():
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def colorize_depth(depth: np.ndarray, vmax_percentile: float = 95.0) -> np.ndarray:
     """``(H, W)`` depth in metres -> ``(H, W, 3)`` uint8, inverse depth on the magma map (near = bright).
 
@@ -59,16 +74,7 @@ def save_depth_comparison(
                 axes[r, c].set_title(name, fontsize=9)
         if r == 0:
             axes[r, 0].set_title("input", fontsize=9)
-    for ax in axes.ravel():
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, axes, path, title)
 
 
 def mask_overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
@@ -107,16 +113,7 @@ def save_mask_figure(
         axes[r, 1].imshow(mask_overlay(images[r], predicted[r], truth[r]))
     axes[0, 0].set_title("input", fontsize=9)
     axes[0, 1].set_title("mask: green = correct, red = false alarm, blue = missed", fontsize=8)
-    for ax in axes.ravel():
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, axes, path, title)
 
 
 def save_loss_curves(path: str | Path, logs: Mapping[str, Sequence[Mapping[str, float]]]) -> Path:
@@ -135,9 +132,4 @@ def save_loss_curves(path: str | Path, logs: Mapping[str, Sequence[Mapping[str, 
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, None, path, "")

@@ -1,0 +1,35 @@
+"""`mfdepth demo` end to end on the tiny world: every stage, the evaluation of four networks, the report."""
+
+import json
+
+from mfdepth.cli import main
+
+
+def test_demo_writes_report_with_metrics_and_figures(tmp_path, capsys):
+    run_dir, world = tmp_path / "run", tmp_path / "world"
+    code = main([
+        "demo", "--quiet", "--run-dir", str(run_dir), "--data", str(world),
+        "data.synth_preset=tiny", "data.num_workers=0", "model.num_depth_bins=8", "train.batch_size=2",
+        "train.pretrain_steps=2", "train.teacher_steps=1", "train.student_steps=2",
+    ])
+    assert code == 0
+    report = run_dir / "report"
+    for name in ("report.md", "depth_baseline_vs_full.png", "mask_vs_true_motion.png", "loss_curves.png"):
+        assert (report / name).stat().st_size > 0, name
+    metrics = json.loads((report / "metrics.json").read_text())
+    rows = [k for k in metrics if k not in ("masks", "seconds")]
+    assert len(rows) == 4
+    for row in rows:
+        result = metrics[row]
+        assert result["num_evaluated"] == result["num_frames"] > 0
+        assert 0.0 < result["metrics"]["all"]["abs_rel"] < 10.0
+        assert result["metrics"]["moving"] is not None  # the test sequence has moving objects
+    assert "full method (M)" in capsys.readouterr().out
+
+
+def test_stage_error_is_one_line(tmp_path, capsys):
+    code = main(["train", "--stage", "teacher", "--run-dir", str(tmp_path / "r"), "data.root=" + str(tmp_path / "w"),
+                 "data.synth_preset=tiny", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--stage pretrain" in err and len(err.splitlines()) == 1
