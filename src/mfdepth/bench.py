@@ -87,8 +87,9 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
             result.update(_time(pair, runs))
         nets = [multi, pose]
         flop_fn = pair
-    elif kind == "streaming":
-        multi, pose = MultiFrameDepthNet(num_depth_bins=bins, msff=True), PoseNet()
+    elif kind in ("streaming", "streaming_pose_half"):
+        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=True)
+        pose = PoseNet(input_downsample=2 if kind == "streaming_pose_half" else 1)
         prepare_for_inference(multi, pose)
         stream = StreamingDepth(multi, pose)
         stream.step(frames[0], K)
@@ -144,6 +145,7 @@ def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2,
         ("manydepth_reference", height, width),
         ("multi", height, width),
         ("streaming", height, width),
+        ("streaming_pose_half", height, width),
         ("single", height, width),
         ("train_step", train_height, train_width),
     ]
@@ -153,7 +155,7 @@ def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2,
             results[kind] = pool.apply(_measure, (kind, threads, h, w, bins, max(runs if kind != "train_step" else 3, 1)))
         results[kind]["size"] = f"{h}x{w}"
     reference = results["manydepth_reference"]["median_s"]
-    for kind in ("multi", "streaming", "single"):
+    for kind in ("multi", "streaming", "streaming_pose_half", "single"):
         results[kind]["speedup_vs_reference"] = reference / results[kind]["median_s"]
     payload = {
         "results": results,
@@ -169,6 +171,7 @@ def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2,
         "manydepth_reference": "reference: 64-ch single-scale matching, both frames encoded (ManyDepth-shaped)",
         "multi": "multi-frame + pose, MSFF (pair of frames)",
         "streaming": "multi-frame streaming step (one new frame)",
+        "streaming_pose_half": "streaming step, pose net on 1/2-resolution frames (model.pose_downsample=2)",
         "single": "single-frame net",
         "train_step": "training step (pretrain: S0 + M0 + pose, 4-scale losses), batch 4",
     }

@@ -73,6 +73,9 @@ class ModelConfig:
     """Multi-scale feature fusion for matching (off = ManyDepth's single-scale matching)."""
     matching_channels: int = 16
     """Channels of the learned projection the cost volume compares (0 = the full 1/4 features, as ManyDepth)."""
+    pose_downsample: int = 1
+    """The pose net sees both frames average-pooled by this factor (1 = full resolution, as ManyDepth;
+    2 makes a 192x640 streaming step about a quarter cheaper, see benchmarks/results/bench.md)."""
     adaptive_range_momentum: float = 0.99
     """Running-average momentum of the cost volume's d_min/d_max, taken from the teacher's depth."""
 
@@ -296,6 +299,8 @@ def validate(config: Config) -> None:
         )
     if config.model.encoder_layers not in (18, 50):
         raise ConfigError(f"model.encoder_layers: {config.model.encoder_layers} is not one of 18, 50")
+    if config.model.pose_downsample < 1:
+        raise ConfigError(f"model.pose_downsample: {config.model.pose_downsample} must be 1 or more")
     if not 0 < config.model.min_depth < config.model.max_depth:
         raise ConfigError("model.min_depth/max_depth: need 0 < min_depth < max_depth")
     if config.masks.lower_ratio >= 1.0 or config.masks.upper_ratio <= 1.0:

@@ -11,6 +11,7 @@ from mfdepth.evaluation.metrics import (
     compute_depth_metrics,
     median_scale,
     ratio_statistics,
+    relative_pose_errors,
 )
 
 
@@ -119,3 +120,40 @@ def test_mask_quality_respects_the_valid_pixels_and_undefined_ratios():
     assert math.isnan(empty.compute()["precision"])
     with pytest.raises(ValueError, match="shape"):
         empty.update(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def _transform(angle_deg: float, translation) -> np.ndarray:
+    """A rotation about the y (vertical) axis and a translation, as 4x4."""
+    a = math.radians(angle_deg)
+    T = np.eye(4)
+    T[:3, :3] = [[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]]
+    T[:3, 3] = translation
+    return T
+
+
+def test_relative_pose_errors_of_hand_made_motions():
+    true = np.stack([_transform(0, [0, 0, 1.0]), _transform(2, [0, 0, 2.0]), _transform(0, [0, 0, 0])])
+    # Half the scale, 1 degree too little yaw on the second pair, a sideways direction on the first.
+    predicted = np.stack([_transform(0, [0.5, 0, 0.5]), _transform(1, [0, 0, 1.0]), _transform(0, [0, 0, 0])])
+    errors = relative_pose_errors(predicted, true)
+    assert errors["num_pairs"] == 3 and errors["num_moving"] == 2
+    assert errors["rotation_deg"] == pytest.approx(1.0 / 3)
+    assert errors["direction_deg"] == pytest.approx(45.0 / 2)
+    # Ratios |t_true| / |t_pred| are sqrt(2) and 2: the median scale is their mean.
+    scale = (math.sqrt(2) + 2) / 2
+    assert errors["scale"] == pytest.approx(scale)
+    first = np.linalg.norm(scale * np.array([0.5, 0, 0.5]) - [0, 0, 1.0])
+    second = abs(scale * 1.0 - 2.0)
+    assert errors["translation_m"] == pytest.approx((first + second) / 3)
+
+
+def test_relative_pose_errors_are_zero_for_the_truth_at_any_scale():
+    true = np.stack([_transform(3, [0.1, 0, 1.2]), _transform(-1, [0, 0.05, 0.8])])
+    scaled = true.copy()
+    scaled[:, :3, 3] *= 0.1
+    errors = relative_pose_errors(scaled, true)
+    assert errors["rotation_deg"] == pytest.approx(0.0, abs=1e-6)
+    assert errors["direction_deg"] == pytest.approx(0.0, abs=1e-5)
+    assert errors["translation_m"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="N, 4, 4"):
+        relative_pose_errors(true[:, :3], true[:, :3])

@@ -58,6 +58,19 @@ def test_pose_direction_is_consistent():
     assert torch.allclose(T_a_b @ T_b_a, torch.eye(4)[None], atol=1e-5)
 
 
+def test_pose_downsample_sees_the_pooled_frames():
+    full = PoseNet().eval()
+    pooled = PoseNet(input_downsample=2).eval()
+    pooled.load_state_dict(full.state_dict())
+    a, b = torch.rand(1, 3, 128, 192), torch.rand(1, 3, 128, 192)
+    with torch.no_grad():
+        expected = full(torch.nn.functional.avg_pool2d(a, 2), torch.nn.functional.avg_pool2d(b, 2), True)
+        assert torch.allclose(pooled(a, b, True), expected, atol=1e-6)
+        assert not torch.allclose(full(a, b, True), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="input_downsample"):
+        PoseNet(input_downsample=0)
+
+
 def test_msff_off_matches_on_raw_quarter_features():
     net = _small_multi(msff=False, matching_channels=0).eval()
     x = torch.rand(1, 3, 64, 96)

@@ -12,6 +12,8 @@ def add_arguments(parser) -> None:
                         help="multi-frame net (default when present) or the single-frame teacher")
     parser.add_argument("--split", default="test", choices=["test", "val", "train"])
     parser.add_argument("--no-median-scaling", action="store_true", help="report metric-scale errors")
+    parser.add_argument("--poses", action="store_true",
+                        help="also score the pose net against true camera poses (worlds from `mfdepth synth`)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -29,6 +31,15 @@ def run(args) -> int:
     )
     print(f"{evaluation.checkpoint} ({evaluation.network}-frame network)")
     print(format_table(evaluation.result))
+    if args.poses:
+        from mfdepth.evaluation.poses import evaluate_poses
+
+        errors = evaluate_poses(args.checkpoint, split=args.split, overrides=args.overrides, device=args.device)
+        print(
+            f"pose net on {errors['num_pairs']} pairs ({errors['num_moving']} moving): rotation error "
+            f"{errors['rotation_deg']:.3f} deg, translation direction error {errors['direction_deg']:.2f} deg, "
+            f"translation error {errors['translation_m']:.3f} m after scaling by {errors['scale']:.3f}"
+        )
     if args.json:
         path = write_json(evaluation.result, args.json)
         print(f"written: {path}")

@@ -148,3 +148,47 @@ class MaskQualityAccumulator:
 
 def _safe_ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
+
+
+def relative_pose_errors(predicted, true, min_translation: float = 1e-3) -> dict[str, float]:
+    """Errors of predicted relative camera motions against the truth, over N frame pairs.
+
+    Monocular self-supervision knows translation only up to one scale, so the predicted translations
+    are first scaled by ``s = median(|t_true| / |t_pred|)`` over the pairs where the camera moved.
+
+    Args:
+        predicted: ``(N, 4, 4)`` predicted transforms (e.g. ``T_source_target``), translation any scale.
+        true: ``(N, 4, 4)`` true transforms of the same direction, translation in metres.
+        min_translation: pairs whose true translation is shorter (metres) count as "camera static" and
+            are left out of the direction error and the scale.
+
+    Returns:
+        ``rotation_deg`` (mean angle of ``R_pred^T R_true``), ``direction_deg`` (mean angle between the
+        translation vectors, moving pairs), ``translation_m`` (mean ``|s t_pred - t_true|``, all pairs),
+        ``scale`` (s), ``num_pairs``, ``num_moving``.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    if predicted.shape != true.shape or predicted.ndim != 3 or predicted.shape[1:] != (4, 4):
+        raise ValueError(f"need two (N, 4, 4) arrays of the same N, got {predicted.shape} and {true.shape}")
+    if predicted.shape[0] == 0:
+        raise ValueError("no pose pairs to evaluate")
+    relative = np.einsum("nji,njk->nik", predicted[:, :3, :3], true[:, :3, :3])
+    cos_angle = np.clip((np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
+    t_pred, t_true = predicted[:, :3, 3], true[:, :3, 3]
+    norm_pred, norm_true = np.linalg.norm(t_pred, axis=1), np.linalg.norm(t_true, axis=1)
+    moving = (norm_true > min_translation) & (norm_pred > 0)
+    if moving.any():
+        scale = float(np.median(norm_true[moving] / norm_pred[moving]))
+        cos_direction = np.sum(t_pred[moving] * t_true[moving], axis=1) / (norm_pred[moving] * norm_true[moving])
+        direction = float(np.degrees(np.arccos(np.clip(cos_direction, -1.0, 1.0))).mean())
+    else:
+        scale, direction = 1.0, math.nan
+    return {
+        "rotation_deg": float(np.degrees(np.arccos(cos_angle)).mean()),
+        "direction_deg": direction,
+        "translation_m": float(np.linalg.norm(scale * t_pred - t_true, axis=1).mean()),
+        "scale": scale,
+        "num_pairs": int(predicted.shape[0]),
+        "num_moving": int(moving.sum()),
+    }

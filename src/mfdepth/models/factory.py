@@ -28,4 +28,5 @@ def build_pose(config: Config):
     """The pose net P (two stacked frames -> relative pose)."""
     from mfdepth.models import PoseNet
 
-    return PoseNet(config.model.encoder_layers, weights_path=config.model.pretrained_weights)
+    m = config.model
+    return PoseNet(m.encoder_layers, weights_path=m.pretrained_weights, input_downsample=m.pose_downsample)

@@ -41,10 +41,16 @@ class PoseNet(nn.Module):
 
     The frames are always fed in temporal order (earlier, later) and the output inverted when the
     source is the earlier one, so the network's raw output always means the same direction.
+
+    ``input_downsample`` k > 1 average-pools the stacked pair by k before the encoder: the pose is one
+    global quantity, and the pose encoder at full resolution is a third of a streaming step's cost.
     """
 
-    def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None):
+    def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None, input_downsample: int = 1):
         super().__init__()
+        if input_downsample < 1:
+            raise ValueError(f"pose input_downsample must be a positive integer, got {input_downsample}")
+        self.input_downsample = input_downsample
         self.encoder = ResnetEncoder(num_layers, 2, weights_path)
         channels = self.encoder.num_ch_enc[-1]
         self.decoder = nn.Sequential(
@@ -56,6 +62,8 @@ class PoseNet(nn.Module):
 
     def forward(self, target: torch.Tensor, source: torch.Tensor, source_is_before: bool) -> torch.Tensor:
         pair = torch.cat([source, target] if source_is_before else [target, source], dim=1)
+        if self.input_downsample > 1:
+            pair = F.avg_pool2d(pair, self.input_downsample)
         # The small scale keeps the initial motion near zero, as Monodepth2 does.
         out = 0.01 * self.decoder(self.encoder(pair)[-1]).mean(dim=(2, 3))
         return pose_vector_to_matrix(out[:, :3], out[:, 3:], invert=source_is_before)

@@ -1,0 +1,58 @@
+"""Evaluate a checkpoint's pose network against true camera poses (the synthetic world has them).
+
+Each test sample's target frame and its previous frame go through the pose net; the prediction is
+compared with ``inv(P_previous) @ P_target`` from the sequence's ``gt/poses.txt`` (camera-to-world),
+after one median scale over the split (see :func:`relative_pose_errors`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mfdepth.config import apply_overrides
+from mfdepth.evaluation.metrics import relative_pose_errors
+
+
+def true_relative_poses(root: str | Path, sample_ids: list[str]) -> np.ndarray:
+    """``(N, 4, 4)`` true ``T_source_target`` (target -> previous frame) for KITTI-style sample ids
+    ``"<folder> <frame> <side>"`` of a world with ``<root>/<folder>/gt/poses.txt``."""
+    from mfdepth.synth.writer import read_poses
+
+    cache: dict[str, np.ndarray] = {}
+    out = []
+    for sample_id in sample_ids:
+        folder, frame = sample_id.split()[:2]
+        if folder not in cache:
+            path = Path(root) / folder / "gt" / "poses.txt"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"true poses not found: {path}; pose evaluation needs a world written by `mfdepth synth`"
+                )
+            cache[folder] = read_poses(path)
+        poses, index = cache[folder], int(frame)
+        out.append(np.linalg.inv(poses[index - 1]) @ poses[index])
+    return np.stack(out)
+
+
+@torch.no_grad()
+def evaluate_poses(checkpoint: str | Path, split: str = "test", overrides=(), device: str = "cpu") -> dict:
+    """Relative pose errors of the checkpoint's pose net on ``split`` (frames 0 and -1 of each sample)."""
+    from mfdepth.data import build_dataset
+    from mfdepth.data.base import collate_samples
+    from mfdepth.inference.predictor import DepthPredictor
+
+    predictor = DepthPredictor(checkpoint, network="multi", device=device)
+    config = apply_overrides(predictor.config, list(overrides))
+    config.data.frame_offsets = [0, -1]
+    dataset = build_dataset(config.data, split, augment=False)
+    loader = DataLoader(dataset, batch_size=config.eval.batch_size, collate_fn=collate_samples)
+    predicted, ids = [], []
+    for batch in loader:
+        frames = batch["frames"].to(predictor.device)
+        predicted.append(predictor.pose(frames[:, 0], frames[:, 1], source_is_before=True).cpu().double().numpy())
+        ids.extend(batch["id"])
+    return relative_pose_errors(np.concatenate(predicted), true_relative_poses(config.data.root, ids))
