@@ -17,14 +17,18 @@ def test_demo_writes_report_with_metrics_and_figures(tmp_path, capsys):
     for name in ("report.md", "depth_baseline_vs_full.png", "mask_vs_true_motion.png", "loss_curves.png"):
         assert (report / name).stat().st_size > 0, name
     metrics = json.loads((report / "metrics.json").read_text())
-    rows = [k for k in metrics if k not in ("masks", "seconds")]
+    rows = [k for k in metrics if k not in ("masks", "poses", "seconds")]
     assert len(rows) == 4
     for row in rows:
         result = metrics[row]
         assert result["num_evaluated"] == result["num_frames"] > 0
         assert 0.0 < result["metrics"]["all"]["abs_rel"] < 10.0
         assert result["metrics"]["moving"] is not None  # the test sequence has moving objects
-    assert "full method (M)" in capsys.readouterr().out
+    assert len(metrics["poses"]) == 2
+    for errors in metrics["poses"].values():
+        assert errors["num_pairs"] == metrics[rows[0]]["num_frames"]  # every test frame has a previous one
+    printed = capsys.readouterr().out
+    assert "full method (M)" in printed and "translation direction error" in printed
 
 
 def test_stage_error_is_one_line(tmp_path, capsys):
