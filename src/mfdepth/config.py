@@ -76,8 +76,6 @@ class ModelConfig:
     pose_downsample: int = 1
     """The pose net sees both frames average-pooled by this factor (1 = full resolution, as ManyDepth;
     2 makes a 192x640 streaming step about a quarter cheaper, see benchmarks/results/bench.md)."""
-    pose_translation_scale: float = 0.01
-    """Factor on the pose decoder's translation output (Monodepth2: 0.01, like the rotation's)."""
     adaptive_range_momentum: float = 0.99
     """Running-average momentum of the cost volume's d_min/d_max, taken from the teacher's depth."""
 

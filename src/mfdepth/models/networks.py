@@ -46,13 +46,11 @@ class PoseNet(nn.Module):
     global quantity, and the pose encoder at full resolution is a third of a streaming step's cost.
     """
 
-    def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None, input_downsample: int = 1,
-                 translation_scale: float = 0.01):
+    def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None, input_downsample: int = 1):
         super().__init__()
         if input_downsample < 1:
             raise ValueError(f"pose input_downsample must be a positive integer, got {input_downsample}")
         self.input_downsample = input_downsample
-        self.translation_scale = translation_scale
         self.encoder = ResnetEncoder(num_layers, 2, weights_path)
         channels = self.encoder.num_ch_enc[-1]
         self.decoder = nn.Sequential(
@@ -66,9 +64,9 @@ class PoseNet(nn.Module):
         pair = torch.cat([source, target] if source_is_before else [target, source], dim=1)
         if self.input_downsample > 1:
             pair = F.avg_pool2d(pair, self.input_downsample)
-        # The small scales keep the initial motion near zero, as Monodepth2 does (0.01 for both).
-        out = self.decoder(self.encoder(pair)[-1]).mean(dim=(2, 3))
-        return pose_vector_to_matrix(0.01 * out[:, :3], self.translation_scale * out[:, 3:], invert=source_is_before)
+        # The small scale keeps the initial motion near zero, as Monodepth2 does.
+        out = 0.01 * self.decoder(self.encoder(pair)[-1]).mean(dim=(2, 3))
+        return pose_vector_to_matrix(out[:, :3], out[:, 3:], invert=source_is_before)
 
 
 class MultiScaleFeatureFusion(nn.Module):
