@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mfdepth import losses
-from mfdepth.config import load_config
-from mfdepth.geometry import intrinsics_pyramid
-from mfdepth.training.stages import PretrainStage
+from mfdepth.bench import pretrain_step
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {"F.avg_pool2d (reference)": lambda x: F.avg_pool2d(x, 3, 1), "box_mean_3x3": losses.box_mean_3x3}
@@ -56,18 +54,7 @@ def main() -> None:
     torch.manual_seed(0)
     h, w, b = args.height, args.width, 4
 
-    stage = PretrainStage(load_config(None, [f"data.height={h}", f"data.width={w}"])).train()
-    optimizer = torch.optim.Adam(stage.parameters(), lr=1e-5)
-    K = torch.tensor([[0.58 * w, 0.0, (w - 1) / 2], [0.0, 1.92 * h, (h - 1) / 2], [0.0, 0.0, 1.0]])[None]
-    batch = {"frames": torch.rand(b, 3, 3, h, w), "offsets": torch.tensor([[0, -1, 1]] * b),
-             "K": intrinsics_pyramid(K.expand(b, 3, 3), 4)}
-    batch["frames_aug"] = batch["frames"]
-
-    def train_step():
-        loss, _, _ = stage(batch, torch.Generator().manual_seed(0))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_step, _ = pretrain_step(h, w, batch_size=b, lr=1e-5)
 
     pred = torch.rand(b, 3, h, w, requires_grad=True)
     target = torch.rand(b, 3, h, w)

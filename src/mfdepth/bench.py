@@ -43,6 +43,35 @@ def _time(fn, runs: int, warmup: int = 2) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "runs": runs}
 
 
+def pretrain_step(height: int, width: int, overrides=(), batch_size: int = 4, lr: float = 1e-4):
+    """``(step, stage)``: one pretrain training step (S0 + M0 + pose, 4-scale losses) on a fixed batch of
+    random frames, as a callable to time, and the stage module it trains."""
+    import torch
+
+    from mfdepth.config import load_config
+    from mfdepth.geometry import intrinsics_pyramid
+    from mfdepth.training.stages import PretrainStage
+
+    stage = PretrainStage(load_config(None, [f"data.height={height}", f"data.width={width}", *overrides])).train()
+    optimizer = torch.optim.Adam(stage.parameters(), lr=lr)
+    K = _intrinsics(torch, height, width)
+    frames = torch.rand(batch_size, 3, 3, height, width)
+    batch = {
+        "frames": frames,
+        "frames_aug": frames,
+        "offsets": torch.tensor([[0, -1, 1]] * batch_size),
+        "K": intrinsics_pyramid(K.expand(batch_size, 3, 3), 4),
+    }
+
+    def step():
+        loss, _, _ = stage(batch, torch.Generator().manual_seed(0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step, stage
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -97,28 +126,8 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
         nets = [multi, pose]
         flop_fn = lambda: stream.step(frames[1], K)  # noqa: E731
     elif kind == "train_step":
-        from mfdepth.config import load_config
-        from mfdepth.training.stages import PretrainStage
-
-        config = load_config(None, [f"data.height={height}", f"data.width={width}", f"model.num_depth_bins={bins}"])
-        stage = PretrainStage(config).train()
-        optimizer = torch.optim.Adam(stage.parameters(), lr=1e-4)
+        step, stage = pretrain_step(height, width, [f"model.num_depth_bins={bins}"])
         batch_size = 4
-        from mfdepth.geometry import intrinsics_pyramid
-
-        batch = {
-            "frames": torch.rand(batch_size, 3, 3, height, width),
-            "offsets": torch.tensor([[0, -1, 1]] * batch_size),
-            "K": intrinsics_pyramid(K.expand(batch_size, 3, 3), 4),
-        }
-        batch["frames_aug"] = batch["frames"]
-
-        def step():
-            loss, _, _ = stage(batch, torch.Generator().manual_seed(0))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
         result.update(_time(step, runs, warmup=1))
         result["batch_size"] = batch_size
         nets = [stage.single, stage.multi, stage.pose]

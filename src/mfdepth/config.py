@@ -75,7 +75,7 @@ class ModelConfig:
     """Channels of the learned projection the cost volume compares (0 = the full 1/4 features, as ManyDepth)."""
     pose_downsample: int = 1
     """The pose net sees both frames average-pooled by this factor (1 = full resolution, as ManyDepth;
-    2 makes a 192x640 streaming step about a quarter cheaper, see benchmarks/results/bench.md)."""
+    2 takes a quarter of the FLOPs off a 192x640 streaming step, 10% of its time here: bench.md)."""
     adaptive_range_momentum: float = 0.99
     """Running-average momentum of the cost volume's d_min/d_max, taken from the teacher's depth."""
 

@@ -46,8 +46,9 @@ def test_true_relative_poses_point_from_target_to_previous_camera(tiny_world):
         true_relative_poses(tiny_world / "elsewhere", ids[:1])
 
 
-def test_evaluate_poses_scores_every_test_pair(tiny_world, tmp_path):
-    checkpoint = make_checkpoint(tmp_path / "student.ckpt")
+@pytest.mark.parametrize("stage", ["student", "pretrain"])
+def test_evaluate_poses_scores_every_test_pair(tiny_world, tmp_path, stage):
+    checkpoint = make_checkpoint(tmp_path / f"{stage}.ckpt", stage=stage)
     errors = evaluate_poses(checkpoint, overrides=[f"data.root={tiny_world}", "data.synth_preset=tiny"])
     assert errors["num_pairs"] == len(_test_ids(tiny_world))
     assert errors["num_moving"] > 0

@@ -38,21 +38,39 @@ def true_relative_poses(root: str | Path, sample_ids: list[str]) -> np.ndarray:
     return np.stack(out)
 
 
+def load_pose_net(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """``(pose_net, config)`` of any checkpoint that holds a pose net (pretrain, teacher, student)."""
+    from mfdepth.config import config_from_dict
+    from mfdepth.inference.predictor import _load_weights
+    from mfdepth.models import prepare_for_inference
+    from mfdepth.models.factory import build_pose
+    from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(checkpoint, map_location=device)
+    meta = state["meta"]
+    if "pose" not in state["models"]:
+        raise CheckpointError(f"{checkpoint} holds no pose network (stage {meta.get('stage')})")
+    config = config_from_dict(meta["config"])
+    pose = build_pose(config).to(device)
+    _load_weights(pose, state["models"]["pose"], "pose", checkpoint, meta)
+    prepare_for_inference(pose)
+    return pose, config
+
+
 @torch.no_grad()
 def evaluate_poses(checkpoint: str | Path, split: str = "test", overrides=(), device: str = "cpu") -> dict:
     """Relative pose errors of the checkpoint's pose net on ``split`` (frames 0 and -1 of each sample)."""
     from mfdepth.data import build_dataset
     from mfdepth.data.base import collate_samples
-    from mfdepth.inference.predictor import DepthPredictor
 
-    predictor = DepthPredictor(checkpoint, network="multi", device=device)
-    config = apply_overrides(predictor.config, list(overrides))
+    pose, config = load_pose_net(checkpoint, device)
+    config = apply_overrides(config, list(overrides))
     config.data.frame_offsets = [0, -1]
     dataset = build_dataset(config.data, split, augment=False)
     loader = DataLoader(dataset, batch_size=config.eval.batch_size, collate_fn=collate_samples)
     predicted, ids = [], []
     for batch in loader:
-        frames = batch["frames"].to(predictor.device)
-        predicted.append(predictor.pose(frames[:, 0], frames[:, 1], source_is_before=True).cpu().double().numpy())
+        frames = batch["frames"].to(device)
+        predicted.append(pose(frames[:, 0], frames[:, 1], source_is_before=True).cpu().double().numpy())
         ids.extend(batch["id"])
     return relative_pose_errors(np.concatenate(predicted), true_relative_poses(config.data.root, ids))

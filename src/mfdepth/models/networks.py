@@ -43,7 +43,7 @@ class PoseNet(nn.Module):
     source is the earlier one, so the network's raw output always means the same direction.
 
     ``input_downsample`` k > 1 average-pools the stacked pair by k before the encoder: the pose is one
-    global quantity, and the pose encoder at full resolution is a third of a streaming step's cost.
+    global quantity, and the pose encoder at full resolution is a third of a streaming step's FLOPs.
     """
 
     def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None, input_downsample: int = 1):
