@@ -78,6 +78,13 @@ class ModelConfig:
     2 takes a quarter of the FLOPs off a 192x640 streaming step, 10% of its time here: bench.md)."""
     adaptive_range_momentum: float = 0.99
     """Running-average momentum of the cost volume's d_min/d_max, taken from the teacher's depth."""
+    range_from_teacher: bool = True
+    """Set the cost volume's d_min/d_max from the teacher's depth at the multi-frame net's first step
+    (then follow the running average) instead of starting the average at [min_depth, max_depth]."""
+    pose_translation_scale: float = 0.01
+    """Factor on the pose net's raw translation output (Monodepth2: 0.01, near-zero initial motion).
+    With a metric scale anchor (loss.camera_height_weight) the translations are metres, and 1.0 lets
+    them reach a metre per frame without the weights growing 100x first."""
 
 
 @dataclass
@@ -99,6 +106,12 @@ class LossConfig:
     consistency_low: float = 0.5
     consistency_high: float = 2.0
     """Cost-volume consistency rule: distil where D_cost / D_teacher is outside [low, high]."""
+    pose_prior_weight: float = 1.0
+    """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
+    on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
+    camera_height_weight: float = 0.0
+    """Weight of the metric scale anchor: the ground plane fitted to the single-frame depth must lie
+    ``masks.camera_height`` below the camera (needs masks.camera_height). 0 = scale left free."""
 
 
 @dataclass
@@ -120,7 +133,17 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 2e-4
     lr_decay_step: int = 0
-    """Steps between 10x learning-rate drops; 0 = constant."""
+    """Steps between 10x learning-rate drops; 0 = constant (``lr_schedule: step``)."""
+    lr_schedule: str = "step"
+    """step (10x drops every lr_decay_step) or cosine (from learning_rate down to 1% over each stage)."""
+    lr_warmup_steps: int = 0
+    """Linear learning-rate warm-up from 0 over the first steps of each stage."""
+    warmup_steps: int = 0
+    """Pretrain stage: the single-frame and pose nets train alone this many steps before the
+    multi-frame net joins (its cost volume needs a sensible pose and depth range first)."""
+    pose_prior_steps: int = 0
+    """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
+    supervises the pose net; 0 = no prior (nothing is computed)."""
     pretrain_steps: int = 160
     teacher_steps: int = 80
     student_steps: int = 160
@@ -305,6 +328,12 @@ def validate(config: Config) -> None:
         raise ConfigError("model.min_depth/max_depth: need 0 < min_depth < max_depth")
     if config.masks.lower_ratio >= 1.0 or config.masks.upper_ratio <= 1.0:
         raise ConfigError("masks.lower_ratio must be < 1 and masks.upper_ratio > 1")
+    if config.train.lr_schedule not in ("step", "cosine"):
+        raise ConfigError(f"train.lr_schedule: '{config.train.lr_schedule}' is not one of step, cosine")
+    if config.loss.camera_height_weight > 0 and config.masks.camera_height is None:
+        raise ConfigError(
+            "loss.camera_height_weight > 0 needs the camera height: set masks.camera_height (metres, KITTI 1.65)"
+        )
 
 
 def to_dict(config: Any) -> dict:

@@ -12,6 +12,7 @@ optional exclusion mask (the depth inconsistency mask), and adds edge-aware smoo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -334,3 +335,61 @@ def distillation_loss(depth_student: Tensor, depth_teacher: Tensor, region: Tens
     # Clamping keeps log finite for the masked-out pixels too (0 * inf would be NaN).
     difference = (torch.log(depth_student.clamp(min=1e-6)) - torch.log(teacher.clamp(min=1e-6))).abs()
     return masked_mean(difference, region > 0.5)
+
+
+def pose_prior_loss(T_pred: Tensor, T_prior: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Agreement of predicted relative poses with a scale-free prior (classical two-view geometry).
+
+    Args:
+        T_pred: ``(B, 4, 4)`` predicted ``T_source_target``, translation in any scale.
+        T_prior: ``(B, 4, 4)`` prior transforms of the same direction, translation of any (e.g. unit) norm.
+        valid: ``(B,)`` bool, pairs whose prior exists (a static camera has no translation direction).
+    Returns:
+        Scalar: mean over valid pairs of ``||R_pred - R_prior||_F^2 / 4 + (1 - cos(t_pred, t_prior))``.
+        The rotation term is ``(1 - cos angle)`` of the relative rotation (0 when equal, 1 at 90 deg);
+        the translation term ignores the norm, which the prior does not know. 0 when no pair is valid.
+    """
+    rotation = (T_pred[:, :3, :3] - T_prior[:, :3, :3]).pow(2).sum(dim=(1, 2)) / 4.0
+    direction = 1.0 - F.cosine_similarity(T_pred[:, :3, 3], T_prior[:, :3, 3], dim=1, eps=1e-9)
+    per_pair = rotation + direction
+    if valid is None:
+        return per_pair.mean()
+    return masked_mean(per_pair, valid.bool())
+
+
+def camera_height_loss(depth: Tensor, K: Tensor, camera_height: float, region_fraction: float = 0.4) -> Tensor:
+    """Scale anchor: the ground plane fitted to ``depth`` should lie ``camera_height`` below the camera.
+
+    The plane (normal and inliers) is found without gradients by :func:`mfdepth.masks.fit_ground_plane`
+    on the lower ``region_fraction`` of the image; the camera's height above it is then measured again,
+    differentiably, as the mean of ``n . X`` over the inlier points ``X`` back-projected from ``depth``,
+    so the gradient rescales exactly the depths that define the ground.
+
+    Args:
+        depth: ``(B, 1, H, W)`` metres (any current scale).
+        K: ``(B, 3, 3)`` intrinsics in pixels of ``depth``.
+        camera_height: known height of the camera above the road, metres (KITTI 1.65).
+    Returns:
+        Scalar: mean over images with a plane of ``|log(h) - log(camera_height)|``; 0 when none has one.
+    """
+    from mfdepth.geometry import backproject
+    from mfdepth.masks import fit_ground_plane
+
+    b, _, h, w = depth.shape
+    with torch.no_grad():
+        normal, offset = fit_ground_plane(depth.detach(), K, region_fraction=region_fraction)
+    found = torch.isfinite(offset)
+    normal = torch.where(found[:, None], normal, torch.zeros_like(normal))
+    offset = torch.where(found, offset, torch.ones_like(offset))
+    points = backproject(depth, K)
+    along = (normal[:, :, None, None] * points).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    rows = torch.arange(h, device=depth.device)[None, None, :, None] >= int(round(h * (1.0 - region_fraction)))
+    with torch.no_grad():
+        inlier = rows & ((along - offset[:, None, None, None]).abs() < 0.05 * offset[:, None, None, None])
+        inlier = inlier & found[:, None, None, None]
+    weights = inlier.to(depth.dtype)
+    count = weights.sum(dim=(1, 2, 3))
+    height = (along * weights).sum(dim=(1, 2, 3)) / count.clamp(min=1.0)
+    usable = found & (count >= 3) & (height > 0)
+    error = (torch.log(height.clamp(min=1e-6)) - math.log(camera_height)).abs()
+    return masked_mean(error, usable)

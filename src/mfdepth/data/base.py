@@ -184,6 +184,9 @@ class SequenceDataset(Dataset):
         self.mask_dir = Path(mask_dir) if mask_dir is not None else None
         self.seed = int(seed)
         self.epoch = 0
+        self.pose_priors: tuple[torch.Tensor, torch.Tensor] | None = None
+        """Optional ``(poses (N, S, 4, 4), valid (N, S))`` classical relative poses per record and
+        source offset (:mod:`mfdepth.data.two_view`); adds ``pose_prior`` / ``pose_prior_valid``."""
         self.name = name
         self.source = str(source)
 
@@ -265,6 +268,9 @@ class SequenceDataset(Dataset):
         if self.mask_dir is not None:
             dynamic = self._dynamic_mask(record.sample_id)
             sample["dynamic_mask"] = torch.from_numpy(dynamic.astype(np.float32))[None]
+        if self.pose_priors is not None:
+            sample["pose_prior"] = self.pose_priors[0][index].clone()
+            sample["pose_prior_valid"] = self.pose_priors[1][index].clone()
 
         frames_aug = frames
         if self.augment:
@@ -277,6 +283,10 @@ class SequenceDataset(Dataset):
                 for key in ("depth_gt", "motion_mask", "dynamic_mask"):
                     if key in sample:
                         sample[key] = sample[key].flip(-1)
+                if "pose_prior" in sample:
+                    # Mirroring the images mirrors the motion: T -> F T F with F = diag(-1, 1, 1, 1).
+                    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+                    sample["pose_prior"] = mirror @ sample["pose_prior"] @ mirror
             frames_aug = apply_color_jitter(frames, draw.jitter) if draw.jitter is not None else frames
 
         sample.update(

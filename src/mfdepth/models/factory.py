@@ -29,4 +29,7 @@ def build_pose(config: Config):
     from mfdepth.models import PoseNet
 
     m = config.model
-    return PoseNet(m.encoder_layers, weights_path=m.pretrained_weights, input_downsample=m.pose_downsample)
+    return PoseNet(
+        m.encoder_layers, weights_path=m.pretrained_weights, input_downsample=m.pose_downsample,
+        translation_scale=m.pose_translation_scale,
+    )

@@ -46,8 +46,10 @@ class PoseNet(nn.Module):
     global quantity, and the pose encoder at full resolution is a third of a streaming step's FLOPs.
     """
 
-    def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None, input_downsample: int = 1):
+    def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None, input_downsample: int = 1,
+                 translation_scale: float = 0.01):
         super().__init__()
+        self.translation_scale = float(translation_scale)
         if input_downsample < 1:
             raise ValueError(f"pose input_downsample must be a positive integer, got {input_downsample}")
         self.input_downsample = input_downsample
@@ -64,9 +66,12 @@ class PoseNet(nn.Module):
         pair = torch.cat([source, target] if source_is_before else [target, source], dim=1)
         if self.input_downsample > 1:
             pair = F.avg_pool2d(pair, self.input_downsample)
-        # The small scale keeps the initial motion near zero, as Monodepth2 does.
-        out = 0.01 * self.decoder(self.encoder(pair)[-1]).mean(dim=(2, 3))
-        return pose_vector_to_matrix(out[:, :3], out[:, 3:], invert=source_is_before)
+        # The small factors keep the initial motion near zero, as Monodepth2 does; the translation's
+        # factor sets its unit (see ModelConfig.pose_translation_scale).
+        out = self.decoder(self.encoder(pair)[-1]).mean(dim=(2, 3))
+        return pose_vector_to_matrix(
+            0.01 * out[:, :3], self.translation_scale * out[:, 3:], invert=source_is_before
+        )
 
 
 class MultiScaleFeatureFusion(nn.Module):

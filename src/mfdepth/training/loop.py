@@ -121,9 +121,22 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + 17)
 
 
-def learning_rate(base: float, step: int, decay_step: int) -> float:
-    """Step schedule: 10x smaller every ``decay_step`` steps (0 = constant)."""
-    return base * (0.1 ** (step // decay_step)) if decay_step > 0 else base
+def learning_rate(base: float, step: int, decay_step: int, schedule: str = "step", total_steps: int = 0,
+                  warmup_steps: int = 0) -> float:
+    """The learning rate of optimisation step ``step`` (0-based) of a stage of ``total_steps`` steps.
+
+    ``step``: 10x smaller every ``decay_step`` steps (0 = constant). ``cosine``: half a cosine from
+    ``base`` down to ``base / 100`` at ``total_steps``. Either is multiplied by a linear warm-up
+    ``(step + 1) / warmup_steps`` over the first ``warmup_steps`` steps.
+    """
+    if schedule == "cosine" and total_steps > 0:
+        progress = min(step / total_steps, 1.0)
+        rate = base * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    else:
+        rate = base * (0.1 ** (step // decay_step)) if decay_step > 0 else base
+    if warmup_steps > 0 and step < warmup_steps:
+        rate *= (step + 1) / warmup_steps
+    return rate
 
 
 def move_to_device(batch: dict, device: torch.device) -> dict:
@@ -149,6 +162,7 @@ def fit(
     runtime: Runtime | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    after_step=None,
 ) -> Path:
     """Train ``module`` (a StageModule) for ``max_steps`` steps, resuming if a checkpoint exists.
 
@@ -161,6 +175,9 @@ def fit(
         max_steps: optimisation steps of this stage.
         stop_after: stop (with a checkpoint) after this many steps of this call, as an interruption
             would; used by tests and by ``--max-minutes``-like budgets.
+        after_step: optional ``callable(step, module, seconds)`` run after every optimisation step
+            (the convergence benchmark evaluates the networks there); ``seconds`` is the training time
+            of this call so far, the callback's own time excluded.
     Returns:
         Path of the stage's final checkpoint.
     """
@@ -264,8 +281,12 @@ def fit(
             for batch in loader:
                 batch = move_to_device(batch, runtime.device)
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(train_cfg.learning_rate, step, train_cfg.lr_decay_step)
+                    group["lr"] = learning_rate(
+                        train_cfg.learning_rate, step, train_cfg.lr_decay_step, train_cfg.lr_schedule,
+                        max_steps, train_cfg.lr_warmup_steps,
+                    )
                 generator = step_generator(train_cfg.seed, step)
+                module.global_step = step
                 with torch.autocast(
                     device_type=runtime.device.type,
                     dtype=runtime.autocast_dtype or torch.float32,
@@ -320,6 +341,11 @@ def fit(
                         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 if step % train_cfg.checkpoint_every == 0 and step < max_steps:
                     save(last_path)
+                if after_step is not None:
+                    paused = time.time()
+                    after_step(step, module, paused - start_time)
+                    start_time += time.time() - paused
+                    module.train()
                 if step >= max_steps or (stop_after is not None and steps_this_call >= stop_after):
                     break
             if stop_after is not None and steps_this_call >= stop_after:

@@ -54,11 +54,22 @@ def masks_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "masks"
 
 
-def training_dataset(config: Config, run_dir: Path, with_masks: bool):
+def pose_prior_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "pose_prior.npz"
+
+
+def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: bool = False):
+    """The augmented training split, with the depth inconsistency masks and the two-view pose prior
+    (computed once, cached in the run directory) when the config uses them."""
     from mfdepth.data import build_dataset
 
     mask_dir = masks_dir(run_dir) if with_masks else None
-    return build_dataset(config.data, "train", augment=True, mask_dir=mask_dir, seed=config.train.seed)
+    dataset = build_dataset(config.data, "train", augment=True, mask_dir=mask_dir, seed=config.train.seed)
+    if config.train.pose_prior_steps > 0:
+        from mfdepth.data.two_view import attach_pose_priors, load_or_compute_pose_priors
+
+        attach_pose_priors(dataset, load_or_compute_pose_priors(dataset, pose_prior_path(run_dir), progress))
+    return dataset
 
 
 def prepare_run_dir(config: Config, run_dir: str | Path) -> Path:

@@ -41,6 +41,8 @@ class StageModule(nn.Module):
     """Interface between a stage and :func:`mfdepth.training.loop.fit`."""
 
     name = "stage"
+    global_step = 0
+    """Optimisation step about to run; set by the training loop before each forward."""
 
     def __init__(self, config: Config):
         super().__init__()
@@ -90,6 +92,42 @@ class StageModule(nn.Module):
             smoothness_weight=cfg.smoothness_weight, exclude_mask=exclude,
         )
 
+    def pose_prior_term(self, batch: dict, poses: dict[int, torch.Tensor]) -> torch.Tensor | None:
+        """The two-view pose prior loss on ``poses`` during the first ``train.pose_prior_steps`` steps."""
+        prior = batch.get("pose_prior")
+        if prior is None or not self.training or self.global_step >= self.config.train.pose_prior_steps:
+            return None
+        offsets = [int(o) for o in batch["offsets"][0] if int(o) != 0]
+        valid = batch["pose_prior_valid"]
+        terms = [
+            losses.pose_prior_loss(poses[o], prior[:, i], valid[:, i]) for i, o in enumerate(offsets) if o in poses
+        ]
+        return self.config.loss.pose_prior_weight * torch.stack(terms).mean()
+
+    def scale_anchor_term(self, depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor | None:
+        """The camera-height scale anchor on a single-frame depth ``(B,1,H,W)``, if switched on."""
+        weight = self.config.loss.camera_height_weight
+        if weight <= 0:
+            return None
+        return weight * losses.camera_height_loss(depth, K, self.config.masks.camera_height)
+
+    def update_depth_range(self, multi, teacher_depth: torch.Tensor) -> None:
+        """Move the cost volume's range toward the teacher's; the first call of a stage sets it outright
+        when ``model.range_from_teacher`` (a running average from [0.1, 100] m lags for hundreds of steps)."""
+        first = not getattr(self, "_range_started", False)
+        self._range_started = True
+        momentum = 0.0 if first and self.config.model.range_from_teacher else self.config.model.adaptive_range_momentum
+        multi.update_depth_range(teacher_depth, momentum)
+
+    @staticmethod
+    def add_terms(loss: torch.Tensor, scalars: dict, **terms) -> torch.Tensor:
+        """``loss`` plus every term that is not None, each logged under its name."""
+        for name, term in terms.items():
+            if term is not None:
+                loss = loss + term
+                scalars[name] = term
+        return loss
+
     def cost_volume_inputs(self, target_aug, previous_aug, T_prev_target, generator):
         """Apply the static-camera and zero-cost-volume augmentations (METHOD.md).
 
@@ -135,19 +173,34 @@ class PretrainStage(StageModule):
     def checkpoint_meta(self):
         return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": False}
 
+    def multi_active(self, step: int | None = None) -> bool:
+        """Whether the multi-frame net trains at ``step`` (default: the current step): once the
+        single-frame + pose warm-up of ``train.warmup_steps`` steps is over."""
+        return (self.global_step if step is None else step) >= self.config.train.warmup_steps
+
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, _ = self.unpack(batch)
         poses = predict_poses(self.pose, target_aug, sources_aug)
         single = self.single(target_aug)
+        teacher_depth = single["depth"][0].detach()
+        single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
+        scalars = {"single_photometric": single_terms["photometric"]}
+        loss = self.add_terms(
+            single_terms["loss"], scalars,
+            pose_prior=self.pose_prior_term(batch, poses),
+            camera_height=self.scale_anchor_term(single["depth"][0], K),
+        )
+        images = {"depth_single": depth_image(teacher_depth)}
+        if not self.multi_active():
+            return loss, {k: v.detach() for k, v in scalars.items()}, images
+
         cv_source, cv_pose, static, zeroed = self.cost_volume_inputs(
             target_aug, sources_aug[-1], poses[-1], generator
         )
+        if self.training:
+            with torch.no_grad():
+                self.update_depth_range(self.multi, teacher_depth)
         multi = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed)
-        teacher_depth = single["depth"][0].detach()
-        with torch.no_grad():
-            self.multi.update_depth_range(teacher_depth, self.config.model.adaptive_range_momentum)
-
-        single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
         multi_terms = self.photometric_terms(target, sources, multi["depth"], poses, K)
         inconsistent = masks.cost_volume_inconsistency(
             multi["cost_volume_depth"], teacher_depth,
@@ -156,16 +209,15 @@ class PretrainStage(StageModule):
         )
         region = inconsistent | (static | zeroed)[:, None, None, None]
         consistency = losses.distillation_loss(multi["depth"][0], teacher_depth, region)
-        loss = single_terms["loss"] + multi_terms["loss"] + consistency
-        scalars = {
-            "single_photometric": single_terms["photometric"],
+        loss = loss + multi_terms["loss"] + consistency
+        scalars.update({
             "multi_photometric": multi_terms["photometric"],
             "consistency": consistency,
             "inconsistent_fraction": inconsistent.float().mean(),
             "d_min": self.multi.d_min,
             "d_max": self.multi.d_max,
-        }
-        images = {"depth_multi": depth_image(multi["depth"][0]), "depth_single": depth_image(teacher_depth)}
+        })
+        images["depth_multi"] = depth_image(multi["depth"][0])
         return loss, {k: v.detach() for k, v in scalars.items()}, images
 
 
@@ -192,7 +244,12 @@ class TeacherStage(StageModule):
         scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"]}
         if dynamic is not None:
             scalars["dynamic_fraction"] = dynamic.float().mean()
-        return terms["loss"], {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
+        loss = self.add_terms(
+            terms["loss"], scalars,
+            pose_prior=self.pose_prior_term(batch, poses),
+            camera_height=self.scale_anchor_term(out["depth"][0], K),
+        )
+        return loss, {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
 
 
 class StudentStage(StageModule):
@@ -239,9 +296,10 @@ class StudentStage(StageModule):
         cv_source, cv_pose, static, zeroed = self.cost_volume_inputs(
             target_aug, sources_aug[-1], poses[-1], generator
         )
+        if self.training:
+            with torch.no_grad():
+                self.update_depth_range(self.multi, teacher_depth)
         student = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed)
-        with torch.no_grad():
-            self.multi.update_depth_range(teacher_depth, self.config.model.adaptive_range_momentum)
 
         exclude = dynamic if cfg.dynamic_mask else None
         terms = self.photometric_terms(target, sources, student["depth"], poses, K, exclude=exclude)
