@@ -27,108 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mfdepth import masks as mask_rules
 from mfdepth.config import load_config, to_dict
-from mfdepth.data import build_dataset
-from mfdepth.data.base import collate_samples
-from mfdepth.evaluation.metrics import MaskQualityAccumulator, relative_pose_errors
-from mfdepth.evaluation.poses import true_relative_poses
-from mfdepth.evaluation.protocols import evaluate_depth_maps
+from mfdepth.evaluation.convergence import ConvergenceJudge, plot_curves
 from mfdepth.synth import ensure_world
 from mfdepth.training import recipe
-from mfdepth.training.stages import predict_poses
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class Judge:
-    """Scores a stage's networks on the test split (ground truth of the synthetic world)."""
-
-    def __init__(self, config):
-        dataset = build_dataset(config.data, "test", augment=False)
-        batch = collate_samples([dataset[i] for i in range(len(dataset))])
-        offsets = [int(o) for o in batch["offsets"][0]]
-        self.target = batch["frames"][:, 0]
-        self.previous = batch["frames"][:, offsets.index(-1)]
-        self.K = batch["K"][:, 0]
-        self.gts = [g[0].numpy() for g in batch["depth_gt"]]
-        self.motion = [m[0].numpy() for m in batch["motion_mask"]]
-        self.true_poses = true_relative_poses(config.data.root, dataset.sample_ids)
-        self.config = config
-
-    def baselines(self) -> dict:
-        """AbsRel of a constant depth and of the per-row prior fitted on the test ground truth."""
-        constant = [np.ones_like(g) for g in self.gts]
-        stack = np.stack(self.gts)
-        valid = (stack > 1e-3) & (stack < self.config.eval.max_depth)
-        # The per-row prior: each row's median true depth over all test frames (a function of the row only).
-        rows = np.array([np.median(stack[:, r][valid[:, r]]) if valid[:, r].any() else 1.0
-                         for r in range(stack.shape[1])])
-        per_row = [np.repeat(rows[:, None], g.shape[1], axis=1) for g in self.gts]
-        out = {}
-        for name, preds in (("constant", constant), ("per_row_prior", per_row)):
-            result = evaluate_depth_maps(preds, self.gts, motion_masks=self.motion, max_depth=self.config.eval.max_depth)
-            out[name] = {row: result.metrics[row]["abs_rel"] for row in ("all", "static", "moving")}
-            out[name]["a1"] = result.metrics["all"]["a1"]
-        return out
-
-    def _depth_scores(self, depths: torch.Tensor) -> dict:
-        preds = [d[0].numpy() for d in depths]
-        scored = evaluate_depth_maps(preds, self.gts, motion_masks=self.motion, max_depth=self.config.eval.max_depth)
-        metric = evaluate_depth_maps(preds, self.gts, median_scaling=False, max_depth=self.config.eval.max_depth)
-        pinned = float((depths <= self.config.model.min_depth * 1.05).float().mean())
-        return {
-            "abs_rel": scored.metrics["all"]["abs_rel"],
-            "abs_rel_static": scored.metrics["static"]["abs_rel"],
-            "abs_rel_moving": scored.metrics["moving"]["abs_rel"],
-            "a1": scored.metrics["all"]["a1"],
-            "abs_rel_metric": metric.metrics["all"]["abs_rel"],
-            "median_ratio": scored.ratio_median if scored.ratio_median is not None else math.nan,
-            "pinned_low": pinned,
-        }
-
-    @torch.no_grad()
-    def score(self, stage) -> dict:
-        nets = stage.saved_networks()
-        was_training = stage.training
-        stage.eval()
-        out: dict = {}
-        pose = nets["pose"]
-        T = predict_poses(pose, self.target, {-1: self.previous})[-1]
-        errors = relative_pose_errors(T.numpy(), self.true_poses)
-        out["pose_direction_deg"] = errors["direction_deg"]
-        out["pose_rotation_deg"] = errors["rotation_deg"]
-        single_net = nets.get("single") or nets.get("teacher")
-        single = torch.cat([single_net(self.target[i:i + 8])["depth"][0] for i in range(0, len(self.target), 8)])
-        out["single"] = self._depth_scores(single)
-        multi_net = nets.get("multi")
-        trained_steps = stage.global_step + 1
-        if multi_net is not None and getattr(stage, "multi_active", lambda step: True)(trained_steps):
-            multi = torch.cat([
-                multi_net(self.target[i:i + 8], self.previous[i:i + 8], T[i:i + 8], self.K[i:i + 8])["depth"][0]
-                for i in range(0, len(self.target), 8)
-            ])
-            out["multi"] = self._depth_scores(multi)
-            mcfg = self.config.masks
-            dynamic = mask_rules.compute_dynamic_mask(
-                multi, single, self.K, upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio,
-                align_median=mcfg.align_median, ground_check=mcfg.ground_check, camera_height=mcfg.camera_height,
-                ground_tolerance=mcfg.ground_tolerance, min_blob_area=mcfg.min_blob_area, dilation=mcfg.dilation,
-            )
-            quality = MaskQualityAccumulator()
-            for predicted, true in zip(dynamic.numpy(), self.motion):
-                quality.update(predicted[0], true > 0.5)
-            scores = quality.compute()
-            out["mask_iou"] = scores["iou"]
-            out["masked_fraction"] = float(dynamic.float().mean())
-        stage.train(was_training)
-        return out
-
-
-def train_and_record(base_config, seed: int, stages: list[str], eval_every: int, run_dir: Path, judge: Judge,
+def train_and_record(base_config, seed: int, stages: list[str], eval_every: int, run_dir: Path, judge: ConvergenceJudge,
                      progress: bool) -> list[dict]:
     """Run ``stages`` of the recipe for one seed; return one record per evaluation."""
     from mfdepth.config import apply_overrides
@@ -137,19 +46,21 @@ def train_and_record(base_config, seed: int, stages: list[str], eval_every: int,
     history: list[dict] = []
     clock = {"offset": 0.0}
 
+    totals = {"pretrain": config.train.pretrain_steps, "teacher": config.train.teacher_steps,
+              "student": config.train.student_steps}
     for name in stages:
-        totals = {"pretrain": config.train.pretrain_steps, "teacher": config.train.teacher_steps,
-                  "student": config.train.student_steps}
 
         def record(step, module, seconds, stage_name=name):
             if step % eval_every and step != totals.get(stage_name, step):
                 return
             row = {"stage": stage_name, "step": step, "seconds": round(clock["offset"] + seconds, 1)}
-            row.update(judge.score(module))
+            with_multi = getattr(module, "multi_active", lambda step: True)(step)
+            row.update(judge.score(module.saved_networks(), with_multi))
             history.append(row)
             single, multi = row["single"], row.get("multi")
             line = (f"seed {seed} {stage_name} {step:4d} {row['seconds']:6.0f}s  S {single['abs_rel']:.3f}"
-                    f" (metric {single['abs_rel_metric']:.3f}, a1 {single['a1']:.2f})")
+                    f" (metric {single['abs_rel_metric']:.3f}, a1 {single['a1']:.2f}, ratio {single['median_ratio']:.2f},"
+                    f" pinned {single['pinned_low']:.2f})")
             if multi:
                 line += (f"  M {multi['abs_rel']:.3f} st {multi['abs_rel_static']:.3f} mv {multi['abs_rel_moving']:.3f}"
                          f" a1 {multi['a1']:.2f}  IoU {row['mask_iou']:.2f}")
@@ -199,33 +110,6 @@ def write_results(name: str, payload: dict) -> None:
     plot_curves(payload, RESULTS / f"convergence_{name}.png")
 
 
-def plot_curves(payload: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for seed, history in payload["runs"].items():
-        for key, style in (("single", "--"), ("multi", "-")):
-            points = [(r["seconds"], r[key]["abs_rel"]) for r in history if r.get(key)]
-            if points:
-                axes[0].plot(*zip(*points), style, label=f"seed {seed} {key}")
-        points = [(r["seconds"], r["pose_direction_deg"]) for r in history]
-        axes[1].plot(*zip(*points), label=f"seed {seed}")
-    for name, style in (("constant", ":"), ("per_row_prior", "-.")):
-        axes[0].axhline(payload["baselines"][name]["all"], color="grey", linestyle=style, label=name)
-    axes[0].set(xlabel="training seconds (2 CPU cores)", ylabel="AbsRel (test, median-scaled)", ylim=(0, 1.2),
-                title="depth")
-    axes[1].set(xlabel="training seconds", ylabel="degrees", yscale="log", title="pose translation direction error")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
-    fig.suptitle(payload["name"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -244,7 +128,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     config = load_config(args.config, [f"data.root={args.data}", "data.num_workers=0", *args.overrides])
     ensure_world(config.data.root, preset=config.data.synth_preset, progress=False)
-    judge = Judge(config)
+    judge = ConvergenceJudge(config)
     baselines = judge.baselines()
     print(f"constant {baselines['constant']['all']:.3f}  per-row prior {baselines['per_row_prior']['all']:.3f}",
           flush=True)

@@ -83,8 +83,13 @@ class ModelConfig:
     (then follow the running average) instead of starting the average at [min_depth, max_depth]."""
     pose_translation_scale: float = 0.01
     """Factor on the pose net's raw translation output (Monodepth2: 0.01, near-zero initial motion).
-    With a metric scale anchor (loss.camera_height_weight) the translations are metres, and 1.0 lets
-    them reach a metre per frame without the weights growing 100x first."""
+    With ``metric_scale`` the translations are metres, and a larger factor lets them reach a metre per
+    frame without the weights growing 100x first."""
+    metric_scale: bool = False
+    """Normalise every predicted depth map so that its fitted ground plane lies ``masks.camera_height``
+    below the camera (mfdepth.losses.metric_depths), in training and at inference: the scale that
+    monocular training leaves free is fixed, cannot drift into a bound of the depth range, and the
+    depth comes out in metres."""
 
 
 @dataclass
@@ -109,9 +114,6 @@ class LossConfig:
     pose_prior_weight: float = 1.0
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
-    camera_height_weight: float = 0.0
-    """Weight of the metric scale anchor: the ground plane fitted to the single-frame depth must lie
-    ``masks.camera_height`` below the camera (needs masks.camera_height). 0 = scale left free."""
 
 
 @dataclass
@@ -330,9 +332,9 @@ def validate(config: Config) -> None:
         raise ConfigError("masks.lower_ratio must be < 1 and masks.upper_ratio > 1")
     if config.train.lr_schedule not in ("step", "cosine"):
         raise ConfigError(f"train.lr_schedule: '{config.train.lr_schedule}' is not one of step, cosine")
-    if config.loss.camera_height_weight > 0 and config.masks.camera_height is None:
+    if config.model.metric_scale and config.masks.camera_height is None:
         raise ConfigError(
-            "loss.camera_height_weight > 0 needs the camera height: set masks.camera_height (metres, KITTI 1.65)"
+            "model.metric_scale needs the camera height: set masks.camera_height (metres; KITTI 1.65)"
         )
 
 

@@ -357,20 +357,19 @@ def pose_prior_loss(T_pred: Tensor, T_prior: Tensor, valid: Tensor | None = None
     return masked_mean(per_pair, valid.bool())
 
 
-def camera_height_loss(depth: Tensor, K: Tensor, camera_height: float, region_fraction: float = 0.4) -> Tensor:
-    """Scale anchor: the ground plane fitted to ``depth`` should lie ``camera_height`` below the camera.
+def ground_height(depth: Tensor, K: Tensor, region_fraction: float = 0.4) -> tuple[Tensor, Tensor]:
+    """The camera's height above the ground plane of ``depth``, differentiable in ``depth``.
 
     The plane (normal and inliers) is found without gradients by :func:`mfdepth.masks.fit_ground_plane`
-    on the lower ``region_fraction`` of the image; the camera's height above it is then measured again,
-    differentiably, as the mean of ``n . X`` over the inlier points ``X`` back-projected from ``depth``,
-    so the gradient rescales exactly the depths that define the ground.
+    on the lower ``region_fraction`` of the image; the height is then measured again as the mean of
+    ``n . X`` over the inlier points ``X`` back-projected from ``depth``, so a gradient through it
+    reaches exactly the depths that define the ground, and ``ground_height(k * depth) = k * ground_height(depth)``.
 
     Args:
-        depth: ``(B, 1, H, W)`` metres (any current scale).
+        depth: ``(B, 1, H, W)`` depth in any units (the network's current scale).
         K: ``(B, 3, 3)`` intrinsics in pixels of ``depth``.
-        camera_height: known height of the camera above the road, metres (KITTI 1.65).
     Returns:
-        Scalar: mean over images with a plane of ``|log(h) - log(camera_height)|``; 0 when none has one.
+        ``(height (B,), found (B,) bool)``; ``height`` is 1 where no plane was found.
     """
     from mfdepth.geometry import backproject
     from mfdepth.masks import fit_ground_plane
@@ -381,8 +380,7 @@ def camera_height_loss(depth: Tensor, K: Tensor, camera_height: float, region_fr
     found = torch.isfinite(offset)
     normal = torch.where(found[:, None], normal, torch.zeros_like(normal))
     offset = torch.where(found, offset, torch.ones_like(offset))
-    points = backproject(depth, K)
-    along = (normal[:, :, None, None] * points).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    along = (normal[:, :, None, None] * backproject(depth, K)).sum(dim=1, keepdim=True)  # (B, 1, H, W)
     rows = torch.arange(h, device=depth.device)[None, None, :, None] >= int(round(h * (1.0 - region_fraction)))
     with torch.no_grad():
         inlier = rows & ((along - offset[:, None, None, None]).abs() < 0.05 * offset[:, None, None, None])
@@ -390,6 +388,31 @@ def camera_height_loss(depth: Tensor, K: Tensor, camera_height: float, region_fr
     weights = inlier.to(depth.dtype)
     count = weights.sum(dim=(1, 2, 3))
     height = (along * weights).sum(dim=(1, 2, 3)) / count.clamp(min=1.0)
-    usable = found & (count >= 3) & (height > 0)
-    error = (torch.log(height.clamp(min=1e-6)) - math.log(camera_height)).abs()
-    return masked_mean(error, usable)
+    found = found & (count >= 3) & (height > 0)
+    return torch.where(found, height, torch.ones_like(height)), found
+
+
+def metric_depths(depths: Sequence[Tensor], K: Tensor, camera_height: float) -> tuple[list[Tensor], Tensor]:
+    """Depth maps normalised so that their ground plane lies ``camera_height`` below the camera.
+
+    Fixes the scale that monocular self-supervision leaves free: with the factor taken from the finest
+    map, differentiably (:func:`ground_height`), scaling the network's raw output changes nothing, so the
+    raw scale cannot drift into a bound of the output range, and the depths (and the translations the
+    photometric loss fits to them) come out in metres. Images whose plane fit fails keep a factor of
+    the batch's median (1 if none succeeded), without gradient.
+
+    Args:
+        depths: per-scale depths, finest first, ``(B, 1, H / 2^s, W / 2^s)``.
+        K: ``(B, 3, 3)`` intrinsics in pixels of the finest map.
+        camera_height: metres.
+    Returns:
+        ``(scaled depths, factors (B,))``.
+    """
+    height, found = ground_height(depths[0], K)
+    factor = camera_height / height
+    if found.any():
+        fallback = factor.detach()[found].median()
+    else:
+        fallback = torch.ones((), dtype=factor.dtype, device=factor.device)
+    factor = torch.where(found, factor, fallback)
+    return [d * factor[:, None, None, None] for d in depths], factor

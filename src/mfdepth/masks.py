@@ -176,6 +176,26 @@ def fit_ground_plane(
     return normal, torch.where(found, offset, nan)
 
 
+def camera_height_scale(
+    depth: Tensor, K: Tensor, camera_height: float, region_fraction: float = 0.4
+) -> Tensor:
+    """Per-image factors that make ``depth`` metric: known camera height / height of the fitted ground.
+
+    A monocular network knows depth up to one scale; the camera's height above the road (KITTI
+    1.65 m) fixes it. The ground plane is fitted robustly to the lower ``region_fraction`` of the image
+    (:func:`fit_ground_plane`), and ``depth * factor`` puts it ``camera_height`` below the camera.
+
+    Args:
+        depth: ``(B, 1, H, W)`` depth in the network's units (0 = unknown).
+        K: ``(B, 3, 3)`` intrinsics in pixels of ``depth``.
+        camera_height: metres.
+    Returns:
+        ``(B, 1, 1, 1)`` factors; NaN for an image whose plane fit failed.
+    """
+    _, offset = fit_ground_plane(depth, K, region_fraction=region_fraction)
+    return (camera_height / offset).reshape(-1, 1, 1, 1)
+
+
 def height_above_plane(points: Tensor, normal: Tensor, offset: Tensor) -> Tensor:
     """Signed height of camera-frame points above a plane ``n . X = offset``.
 

@@ -12,6 +12,9 @@ def add_arguments(parser) -> None:
                         help="multi-frame net (default when present) or the single-frame teacher")
     parser.add_argument("--split", default="test", choices=["test", "val", "train"])
     parser.add_argument("--no-median-scaling", action="store_true", help="report metric-scale errors")
+    parser.add_argument("--camera-height", type=float, default=None, metavar="METRES",
+                        help="metric depth from the known camera height (ground plane fitted to each prediction) "
+                             "instead of median scaling (KITTI 1.65, the synthetic world 1.65)")
     parser.add_argument("--poses", action="store_true",
                         help="also score the pose net against true camera poses (worlds from `mfdepth synth`)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
@@ -28,6 +31,7 @@ def run(args) -> int:
     evaluation = evaluate_checkpoint(
         args.checkpoint, network=args.network, split=args.split, overrides=args.overrides,
         median_scaling=False if args.no_median_scaling else None, device=args.device, progress=not args.quiet,
+        camera_height=args.camera_height,
     )
     print(f"{evaluation.checkpoint} ({evaluation.network}-frame network)")
     print(format_table(evaluation.result))

@@ -54,6 +54,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     keep_examples: int = 0,
     progress: bool = True,
+    camera_height: float | None = None,
 ) -> Evaluation:
     """Predict every frame of ``split`` and score it.
 
@@ -63,7 +64,11 @@ def evaluate_checkpoint(
         overrides: ``key=value`` changes to the checkpoint's config (data.root, eval.protocol, ...).
         median_scaling: None keeps ``eval.median_scaling`` of the config.
         keep_examples: how many frames (evenly spread over the split) to keep for figures.
+        camera_height: metres; when given, each prediction is made metric by the ground plane fitted to
+            it (:func:`mfdepth.masks.camera_height_scale`) and median scaling is off: the errors are
+            those of a user who knows only how high the camera is mounted.
     """
+    from mfdepth.masks import camera_height_scale
     from mfdepth.data import build_dataset
     from mfdepth.data.base import collate_samples
     from mfdepth.inference.predictor import DepthPredictor
@@ -79,6 +84,10 @@ def evaluate_checkpoint(
             "(KITTI: run `mfdepth prepare kitti` first)"
         )
     eval_cfg = config.eval
+    if camera_height is not None:
+        if not camera_height > 0 or not np.isfinite(camera_height):
+            raise ValueError(f"camera height must be a positive number of metres, got {camera_height}")
+        median_scaling = False
     accumulator = DepthMetricAccumulator(
         protocol=eval_cfg.protocol,
         median_scaling=eval_cfg.median_scaling if median_scaling is None else median_scaling,
@@ -105,7 +114,13 @@ def evaluate_checkpoint(
     for batch in loader:
         frames, K = batch["frames"], batch["K"][:, 0]
         previous = frames[:, 1] if predictor.is_multi_frame else None
-        depth = predictor.predict(frames[:, 0], previous, K).cpu().numpy()[:, 0]
+        depth = predictor.predict(frames[:, 0], previous, K)
+        if camera_height is not None:
+            factors = camera_height_scale(depth, K, camera_height)
+            # A frame whose ground fit failed takes the batch's median factor (1 if none succeeded).
+            fallback = factors.nanmedian() if torch.isfinite(factors).any() else torch.ones(())
+            depth = depth * torch.where(torch.isfinite(factors), factors, fallback)
+        depth = depth.cpu().numpy()[:, 0]
         gts = batch["depth_gt"]
         motion = batch.get("motion_mask")
         for i in range(depth.shape[0]):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from mfdepth.config import config_from_dict
 from mfdepth.geometry import scale_intrinsics
+from mfdepth.losses import metric_depths
 from mfdepth.models import prepare_for_inference
 from mfdepth.models.factory import build_multi, build_pose, build_single
 from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
@@ -115,7 +116,8 @@ class DepthPredictor:
             K: ``(B,3,3)`` intrinsics in pixels of ``target``; required by the multi-frame network.
             output_size: ``(H, W)`` of the returned depth; default the input size.
         Returns:
-            ``(B,1,H,W)`` depth in metres (up to the scale the network learned).
+            ``(B,1,H,W)`` depth in metres: made metric by the camera height when the network was trained
+            with ``model.metric_scale``, else up to the scale the network learned.
         """
         target = target.to(self.device, torch.float32)
         size = output_size or tuple(target.shape[-2:])
@@ -135,6 +137,10 @@ class DepthPredictor:
                 pose = self.pose(net_target, source, source_is_before=True)
                 zeroed = None
             depth = self.multi(net_target, source, pose, net_K, zero_cost_volume=zeroed)["depth"][0]
+        if self.config.model.metric_scale:
+            if net_K is None:
+                raise ValueError("this network gives metric depth from the camera height and needs intrinsics K")
+            depth = metric_depths([depth], net_K, self.config.masks.camera_height)[0][0]
         if tuple(depth.shape[-2:]) != tuple(size):
             depth = F.interpolate(depth, size, mode="bilinear", align_corners=False)
         return depth

@@ -168,8 +168,8 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         batch = loop.move_to_device(batch, device)
         _, target, _, sources, K, _ = nets.unpack(batch)
         poses = predict_poses(nets.pose, target, {-1: sources[-1]})
-        depth_single = nets.single(target)["depth"][0]
-        depth_multi = nets.multi(target, sources[-1], poses[-1], K)["depth"][0]
+        depth_single = nets.scaled(nets.single(target), K)["depth"][0]
+        depth_multi = nets.scaled(nets.multi(target, sources[-1], poses[-1], K), K)["depth"][0]
         dynamic = mask_rules.compute_dynamic_mask(
             depth_multi, depth_single, K,
             upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio, align_median=mcfg.align_median,

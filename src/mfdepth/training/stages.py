@@ -104,12 +104,12 @@ class StageModule(nn.Module):
         ]
         return self.config.loss.pose_prior_weight * torch.stack(terms).mean()
 
-    def scale_anchor_term(self, depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor | None:
-        """The camera-height scale anchor on a single-frame depth ``(B,1,H,W)``, if switched on."""
-        weight = self.config.loss.camera_height_weight
-        if weight <= 0:
-            return None
-        return weight * losses.camera_height_loss(depth, K, self.config.masks.camera_height)
+    def scaled(self, out: dict, K: torch.Tensor) -> dict:
+        """A network's output with its depths made metric by the camera height (``model.metric_scale``)."""
+        if not self.config.model.metric_scale:
+            return out
+        depths, _ = losses.metric_depths(out["depth"], K, self.config.masks.camera_height)
+        return {**out, "depth": depths}
 
     def update_depth_range(self, multi, teacher_depth: torch.Tensor) -> None:
         """Move the cost volume's range toward the teacher's; the first call of a stage sets it outright
@@ -181,15 +181,11 @@ class PretrainStage(StageModule):
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, _ = self.unpack(batch)
         poses = predict_poses(self.pose, target_aug, sources_aug)
-        single = self.single(target_aug)
+        single = self.scaled(self.single(target_aug), K)
         teacher_depth = single["depth"][0].detach()
         single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
         scalars = {"single_photometric": single_terms["photometric"]}
-        loss = self.add_terms(
-            single_terms["loss"], scalars,
-            pose_prior=self.pose_prior_term(batch, poses),
-            camera_height=self.scale_anchor_term(single["depth"][0], K),
-        )
+        loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses))
         images = {"depth_single": depth_image(teacher_depth)}
         if not self.multi_active():
             return loss, {k: v.detach() for k, v in scalars.items()}, images
@@ -200,7 +196,7 @@ class PretrainStage(StageModule):
         if self.training:
             with torch.no_grad():
                 self.update_depth_range(self.multi, teacher_depth)
-        multi = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed)
+        multi = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
         multi_terms = self.photometric_terms(target, sources, multi["depth"], poses, K)
         inconsistent = masks.cost_volume_inconsistency(
             multi["cost_volume_depth"], teacher_depth,
@@ -239,16 +235,12 @@ class TeacherStage(StageModule):
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, dynamic = self.unpack(batch)
         poses = predict_poses(self.pose, target_aug, sources_aug)
-        out = self.teacher(target_aug)
+        out = self.scaled(self.teacher(target_aug), K)
         terms = self.photometric_terms(target, sources, out["depth"], poses, K, exclude=dynamic)
         scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"]}
         if dynamic is not None:
             scalars["dynamic_fraction"] = dynamic.float().mean()
-        loss = self.add_terms(
-            terms["loss"], scalars,
-            pose_prior=self.pose_prior_term(batch, poses),
-            camera_height=self.scale_anchor_term(out["depth"][0], K),
-        )
+        loss = self.add_terms(terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses))
         return loss, {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
 
 
@@ -291,7 +283,7 @@ class StudentStage(StageModule):
         frozen = self.config.train.freeze_teacher
         with torch.set_grad_enabled(not frozen and self.training):
             poses = predict_poses(self.pose, target_aug, sources_aug)
-            teacher = self.teacher(target_aug)
+            teacher = self.scaled(self.teacher(target_aug), K)
         teacher_depth = teacher["depth"][0].detach()
         cv_source, cv_pose, static, zeroed = self.cost_volume_inputs(
             target_aug, sources_aug[-1], poses[-1], generator
@@ -299,7 +291,7 @@ class StudentStage(StageModule):
         if self.training:
             with torch.no_grad():
                 self.update_depth_range(self.multi, teacher_depth)
-        student = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed)
+        student = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
 
         exclude = dynamic if cfg.dynamic_mask else None
         terms = self.photometric_terms(target, sources, student["depth"], poses, K, exclude=exclude)

@@ -1,0 +1,146 @@
+"""Quality against steps: the judge the convergence benchmark and the demo run during training.
+
+See ``benchmarks/convergence.py`` and ``docs/convergence.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mfdepth import masks as mask_rules
+from mfdepth.data import build_dataset
+from mfdepth.data.base import collate_samples
+from mfdepth.evaluation.metrics import MaskQualityAccumulator, relative_pose_errors
+from mfdepth.evaluation.poses import true_relative_poses
+from mfdepth.evaluation.protocols import evaluate_depth_maps
+from mfdepth.losses import metric_depths
+
+
+class ConvergenceJudge:
+    """Scores networks during training on a split with ground truth depth, motion masks and true poses
+    (the synthetic world): the same numbers at every evaluation, cheap enough to run every few dozen steps.
+
+    Depth: per-image median-scaled AbsRel on all / static / moving pixels, d<1.25, AbsRel without any
+    scaling (``abs_rel_metric``), the fraction of pixels pinned at the lower depth bound. Pose: rotation
+    and translation-direction errors of the previous-frame pose. Mask: IoU of the depth inconsistency
+    mask of the multi- and single-frame depths against the true motion.
+    """
+
+    def __init__(self, config):
+        dataset = build_dataset(config.data, "test", augment=False)
+        batch = collate_samples([dataset[i] for i in range(len(dataset))])
+        offsets = [int(o) for o in batch["offsets"][0]]
+        self.target = batch["frames"][:, 0]
+        self.previous = batch["frames"][:, offsets.index(-1)]
+        self.K = batch["K"][:, 0]
+        self.gts = [g[0].numpy() for g in batch["depth_gt"]]
+        self.motion = [m[0].numpy() for m in batch["motion_mask"]]
+        self.true_poses = true_relative_poses(config.data.root, dataset.sample_ids)
+        self.config = config
+
+    def baselines(self) -> dict:
+        """AbsRel of a constant depth and of the per-row prior fitted on the test ground truth."""
+        constant = [np.ones_like(g) for g in self.gts]
+        stack = np.stack(self.gts)
+        valid = (stack > 1e-3) & (stack < self.config.eval.max_depth)
+        # The per-row prior: each row's median true depth over all test frames (a function of the row only).
+        rows = np.array([np.median(stack[:, r][valid[:, r]]) if valid[:, r].any() else 1.0
+                         for r in range(stack.shape[1])])
+        per_row = [np.repeat(rows[:, None], g.shape[1], axis=1) for g in self.gts]
+        out = {}
+        for name, preds in (("constant", constant), ("per_row_prior", per_row)):
+            result = evaluate_depth_maps(preds, self.gts, motion_masks=self.motion, max_depth=self.config.eval.max_depth)
+            out[name] = {row: result.metrics[row]["abs_rel"] for row in ("all", "static", "moving")}
+            out[name]["a1"] = result.metrics["all"]["a1"]
+        return out
+
+    def _scaled(self, depth: torch.Tensor) -> torch.Tensor:
+        if not self.config.model.metric_scale:
+            return depth
+        return metric_depths([depth], self.K, self.config.masks.camera_height)[0][0]
+
+    def _depth_scores(self, depths: torch.Tensor) -> dict:
+        preds = [d[0].numpy() for d in depths]
+        scored = evaluate_depth_maps(preds, self.gts, motion_masks=self.motion, max_depth=self.config.eval.max_depth)
+        metric = evaluate_depth_maps(preds, self.gts, median_scaling=False, max_depth=self.config.eval.max_depth)
+        pinned = float((depths <= self.config.model.min_depth * 1.05).float().mean())
+        return {
+            "abs_rel": scored.metrics["all"]["abs_rel"],
+            "abs_rel_static": scored.metrics["static"]["abs_rel"],
+            "abs_rel_moving": scored.metrics["moving"]["abs_rel"],
+            "a1": scored.metrics["all"]["a1"],
+            "abs_rel_metric": metric.metrics["all"]["abs_rel"],
+            "median_ratio": scored.ratio_median if scored.ratio_median is not None else math.nan,
+            "pinned_low": pinned,
+        }
+
+    @torch.no_grad()
+    def score(self, nets: dict, with_multi: bool = True) -> dict:
+        """Scores of ``nets`` (``pose`` and ``single``/``teacher``, optionally ``multi``; put in eval mode
+        and back). ``with_multi=False`` skips a multi-frame net that has not started training."""
+        modes = {name: net.training for name, net in nets.items()}
+        for net in nets.values():
+            net.eval()
+        out: dict = {}
+        T = nets["pose"](self.target, self.previous, source_is_before=True)
+        errors = relative_pose_errors(T.numpy(), self.true_poses)
+        out["pose_direction_deg"] = errors["direction_deg"]
+        out["pose_rotation_deg"] = errors["rotation_deg"]
+        single_net = nets.get("single") or nets.get("teacher")
+        single = torch.cat([single_net(self.target[i:i + 8])["depth"][0] for i in range(0, len(self.target), 8)])
+        single = self._scaled(single)
+        out["single"] = self._depth_scores(single)
+        multi_net = nets.get("multi")
+        if multi_net is not None and with_multi:
+            multi = torch.cat([
+                multi_net(self.target[i:i + 8], self.previous[i:i + 8], T[i:i + 8], self.K[i:i + 8])["depth"][0]
+                for i in range(0, len(self.target), 8)
+            ])
+            multi = self._scaled(multi)
+            out["multi"] = self._depth_scores(multi)
+            mcfg = self.config.masks
+            dynamic = mask_rules.compute_dynamic_mask(
+                multi, single, self.K, upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio,
+                align_median=mcfg.align_median, ground_check=mcfg.ground_check, camera_height=mcfg.camera_height,
+                ground_tolerance=mcfg.ground_tolerance, min_blob_area=mcfg.min_blob_area, dilation=mcfg.dilation,
+            )
+            quality = MaskQualityAccumulator()
+            for predicted, true in zip(dynamic.numpy(), self.motion):
+                quality.update(predicted[0], true > 0.5)
+            scores = quality.compute()
+            out["mask_iou"] = scores["iou"]
+            out["masked_fraction"] = float(dynamic.float().mean())
+        for name, net in nets.items():
+            net.train(modes[name])
+        return out
+
+
+def plot_curves(payload: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for seed, history in payload["runs"].items():
+        for key, style in (("single", "--"), ("multi", "-")):
+            points = [(r["seconds"], r[key]["abs_rel"]) for r in history if r.get(key)]
+            if points:
+                axes[0].plot(*zip(*points), style, label=f"seed {seed} {key}")
+        points = [(r["seconds"], r["pose_direction_deg"]) for r in history]
+        axes[1].plot(*zip(*points), label=f"seed {seed}")
+    for name, style in (("constant", ":"), ("per_row_prior", "-.")):
+        axes[0].axhline(payload["baselines"][name]["all"], color="grey", linestyle=style, label=name)
+    axes[0].set(xlabel="training seconds (2 CPU cores)", ylabel="AbsRel (test, median-scaled)", ylim=(0, 1.2),
+                title="depth")
+    axes[1].set(xlabel="training seconds", ylabel="degrees", yscale="log", title="pose translation direction error")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(payload["name"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
