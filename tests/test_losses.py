@@ -275,3 +275,59 @@ def test_distillation_loss_is_zero_with_graph_on_empty_region():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(student.grad, torch.zeros_like(student))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pose prior and metric scale
+
+
+def test_pose_prior_loss_ignores_the_translation_norm_and_skips_invalid_pairs():
+    prior = pose_vector_to_matrix(torch.tensor([[0.0, 0.02, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]]))
+    same_direction = pose_vector_to_matrix(torch.tensor([[0.0, 0.02, 0.0]]), torch.tensor([[0.0, 0.0, 0.013]]))
+    assert L.pose_prior_loss(same_direction, prior).item() == pytest.approx(0.0, abs=1e-6)
+    sideways = pose_vector_to_matrix(torch.tensor([[0.0, 0.02, 0.0]]), torch.tensor([[0.5, 0.0, 0.0]]))
+    assert L.pose_prior_loss(sideways, prior).item() == pytest.approx(1.0, abs=1e-5)  # 90 deg: 1 - cos = 1
+    turned = pose_vector_to_matrix(torch.tensor([[0.0, 0.02 + math.pi / 2, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]]))
+    # 90 deg of relative rotation: ||R1 - R2||_F^2 / 4 = (1 - cos 90) = 1 (the translation term adds ~0)
+    assert L.pose_prior_loss(turned, prior).item() == pytest.approx(1.0, abs=1e-4)
+    both = torch.cat([sideways, same_direction])
+    assert L.pose_prior_loss(both, prior.expand(2, 4, 4), torch.tensor([False, True])).item() == pytest.approx(0, abs=1e-6)
+    assert L.pose_prior_loss(both, prior.expand(2, 4, 4), torch.tensor([False, False])).item() == 0.0
+
+
+def _road_depth(height=1.65, h=48, w=64, f=50.0, wall=30.0):
+    from mfdepth.geometry import pixel_rays
+
+    K = torch.tensor([[[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]]])
+    rays = pixel_rays(K, h, w).reshape(1, 3, h, w)
+    ground = height / rays[:, 1:2].clamp(min=1e-6)
+    return torch.where((rays[:, 1:2] > 0) & (ground < wall), ground, torch.full_like(ground, wall)), K
+
+
+def test_metric_depths_recover_the_camera_height_from_any_scale():
+    depth, K = _road_depth()
+    for wrong_scale in (0.01, 1.0, 37.0):
+        scaled, factor = L.metric_depths([depth * wrong_scale, F.avg_pool2d(depth, 2) * wrong_scale], K, 1.65)
+        assert factor.item() == pytest.approx(1.0 / wrong_scale, rel=1e-3)
+        assert torch.allclose(scaled[0], depth, rtol=1e-3)
+        assert scaled[1].shape == (1, 1, 24, 32)
+    height, found = L.ground_height(depth * 3.0, K)
+    assert found.item() and height.item() == pytest.approx(3.0 * 1.65, rel=1e-3)
+
+
+def test_metric_depths_leave_no_gradient_along_the_global_scale():
+    depth, K = _road_depth()
+    raw = (depth * 0.2).requires_grad_(True)
+    scaled, _ = L.metric_depths([raw], K, 1.65)
+    scaled[0].sum().backward()
+    # d/dk sum(metric(k * raw)) at k = 1 is sum(raw * grad): zero, the output does not depend on the scale.
+    along_scale = (raw.detach() * raw.grad).sum().item()
+    assert abs(along_scale) < 1e-4 * (raw.detach() * raw.grad).abs().sum().item()
+
+
+def test_metric_depths_fall_back_where_no_ground_is_found():
+    depth, K = _road_depth()
+    flat_wall = torch.full_like(depth, 10.0)
+    scaled, factor = L.metric_depths([torch.cat([depth * 2.0, flat_wall])], K.expand(2, 3, 3), 1.65)
+    assert factor[0].item() == pytest.approx(0.5, rel=1e-3)
+    assert factor[1].item() == pytest.approx(0.5, rel=1e-3)  # the batch's median factor

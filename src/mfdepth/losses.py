@@ -12,7 +12,6 @@ optional exclusion mask (the depth inconsistency mask), and adds edge-aware smoo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch

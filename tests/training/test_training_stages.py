@@ -2,6 +2,7 @@
 stops on a non-finite loss with the step and samples named."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -127,3 +128,35 @@ def test_learning_rate_schedule():
     assert loop.learning_rate(1e-4, 0, 0) == 1e-4
     assert loop.learning_rate(1e-4, 99, 100) == 1e-4
     assert loop.learning_rate(1e-4, 100, 100) == pytest.approx(1e-5)
+
+
+def test_cosine_schedule_with_linear_warm_up():
+    assert loop.learning_rate(1e-3, 0, 0, "cosine", 100, 10) == pytest.approx(1e-4)
+    assert loop.learning_rate(1e-3, 9, 0, "cosine", 100, 10) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.09))))
+    assert loop.learning_rate(1e-3, 50, 0, "cosine", 100, 10) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert loop.learning_rate(1e-3, 100, 0, "cosine", 100, 0) == pytest.approx(1e-5)
+
+
+def test_cost_volume_range_starts_at_the_teachers_depth(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, tmp_path / "run", "model.adaptive_range_momentum=0.99")
+    stage = PretrainStage(config)
+    teacher = torch.linspace(2.0, 20.0, 64 * 192).reshape(1, 1, 64, 192)
+    stage.update_depth_range(stage.multi, teacher)
+    low, high = torch.quantile(teacher.flatten(), torch.tensor([0.01, 0.99]))
+    assert stage.multi.d_min.item() == pytest.approx(low.item(), rel=1e-4)
+    assert stage.multi.d_max.item() == pytest.approx(high.item(), rel=1e-4)
+    stage.update_depth_range(stage.multi, teacher * 2.0)  # later calls follow the running average
+    assert stage.multi.d_max.item() == pytest.approx(0.99 * high.item() + 0.01 * 2.0 * high.item(), rel=1e-4)
+    plain = PretrainStage(load_config(None, [*TINY, f"data.root={tiny_world}", "model.range_from_teacher=false"]))
+    plain.update_depth_range(plain.multi, teacher)
+    assert plain.multi.d_max.item() == pytest.approx(0.99 * 100.0 + 0.01 * high.item(), rel=1e-4)
+
+
+def test_warm_up_trains_the_single_frame_and_pose_nets_alone_with_the_pose_prior(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, tmp_path / "run", "train.warmup_steps=1", "train.pose_prior_steps=1")
+    checkpoint = run_stage("pretrain", config, config.run_dir, progress=False)
+    assert (tmp_path / "run" / "pose_prior.npz").is_file()
+    rows = loop.read_loss_log(tmp_path / "run", "pretrain")
+    assert rows[0]["step"] == 1 and rows[0]["pose_prior"] >= 0 and math.isnan(rows[0].get("multi_photometric", math.nan))
+    assert not math.isnan(rows[1]["multi_photometric"]) and math.isnan(rows[1].get("pose_prior", math.nan))
+    assert load_checkpoint(checkpoint)["step"] == 2

@@ -75,7 +75,11 @@ def _sequence_in(folder: Path, name: str, stride: int) -> FolderSequence | None:
     frames = [all_frames[i] for i in picked]
     depth = None
     if image_dir != folder and (folder / "depth").is_dir():
-        candidates = [folder / "depth" / f.name for f in frames]
+        # Ground truth beside the frames: depth/<stem>.npy (float metres) or depth/<name>.png (uint16 mm).
+        candidates = []
+        for f in frames:
+            npy = folder / "depth" / f"{f.stem}.npy"
+            candidates.append(npy if npy.is_file() else folder / "depth" / f"{f.stem}.png")
         if all(c.is_file() for c in candidates):
             depth = candidates
         else:
@@ -124,6 +128,16 @@ def resolve_intrinsics(
 
 
 def _read_depth_png(path: Path) -> np.ndarray:
+    """Ground-truth depth in metres (0 = none) from ``.npy`` (float metres) or ``.png`` (uint16 millimetres)."""
+    if path.suffix == ".npy":
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(f"ground-truth depth {path} is not a readable .npy array ({err})") from None
+        if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.number):
+            raise DataError(f"ground-truth depth {path} must be a 2-D array of metres, got {depth.shape} {depth.dtype}")
+        depth = depth.astype(np.float32)
+        return np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
     return read_uint16_png(path).astype(np.float32) * DEPTH_PNG_SCALE
 
 

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mfdepth.config import config_from_dict
 from mfdepth.data.errors import DataError
 from mfdepth.inference.onnx_export import META_KEY, ort_session
-from mfdepth.inference.predictor import resize_to_network
+from mfdepth.inference.predictor import finish_depth, resize_to_network
 
 
 class OnnxDepthPredictor:
@@ -87,6 +86,4 @@ class OnnxDepthPredictor:
             depth = self.run(net_target, source, net_K)
         else:
             depth = self.run(net_target)
-        if tuple(depth.shape[-2:]) != tuple(size):
-            depth = F.interpolate(depth, size, mode="bilinear", align_corners=False)
-        return depth
+        return finish_depth(self.config, depth, net_K, size)

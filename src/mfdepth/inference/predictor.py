@@ -39,6 +39,18 @@ def resize_to_network(
     return images, K
 
 
+def finish_depth(config, depth: torch.Tensor, net_K: torch.Tensor | None, size) -> torch.Tensor:
+    """A network-size depth ``(B,1,H,W)`` as every backend returns it: made metric by the camera height
+    when the network was trained with ``model.metric_scale``, then resized to ``size`` (H, W)."""
+    if config.model.metric_scale:
+        if net_K is None:
+            raise ValueError("this network gives metric depth from the camera height and needs intrinsics K")
+        depth = metric_depths([depth], net_K.to(depth.dtype), config.masks.camera_height)[0][0]
+    if tuple(depth.shape[-2:]) != tuple(size):
+        depth = F.interpolate(depth, tuple(size), mode="bilinear", align_corners=False)
+    return depth
+
+
 def _load_weights(net: torch.nn.Module, state: dict, name: str, checkpoint, meta: dict) -> None:
     """``load_state_dict`` with a one-line :class:`CheckpointError` when the architectures differ."""
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -137,10 +149,4 @@ class DepthPredictor:
                 pose = self.pose(net_target, source, source_is_before=True)
                 zeroed = None
             depth = self.multi(net_target, source, pose, net_K, zero_cost_volume=zeroed)["depth"][0]
-        if self.config.model.metric_scale:
-            if net_K is None:
-                raise ValueError("this network gives metric depth from the camera height and needs intrinsics K")
-            depth = metric_depths([depth], net_K, self.config.masks.camera_height)[0][0]
-        if tuple(depth.shape[-2:]) != tuple(size):
-            depth = F.interpolate(depth, size, mode="bilinear", align_corners=False)
-        return depth
+        return finish_depth(self.config, depth, net_K, size)

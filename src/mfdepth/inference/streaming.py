@@ -10,9 +10,8 @@ explicitly. Either way frame ``t`` gets exactly the depth the pair predictor giv
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from mfdepth.inference.predictor import DepthPredictor, resize_to_network
+from mfdepth.inference.predictor import DepthPredictor, finish_depth, resize_to_network
 
 
 class StreamingPredictor:
@@ -63,7 +62,4 @@ class StreamingPredictor:
             image.to(device, torch.float32), K.to(device, torch.float32), predictor.height, predictor.width
         )
         depth = self._cache.step(net_image, net_K)["depth"][0]
-        size = tuple(image.shape[-2:])
-        if tuple(depth.shape[-2:]) != size:
-            depth = F.interpolate(depth, size, mode="bilinear", align_corners=False)
-        return depth
+        return finish_depth(predictor.config, depth, net_K, tuple(image.shape[-2:]))

@@ -160,6 +160,7 @@ def depth_image(depth: torch.Tensor) -> torch.Tensor:
 
 class PretrainStage(StageModule):
     name = "pretrain"
+    MULTI_SCALARS = ("multi_photometric", "consistency", "inconsistent_fraction", "d_min", "d_max")
 
     def __init__(self, config: Config):
         super().__init__(config)
@@ -188,6 +189,9 @@ class PretrainStage(StageModule):
         loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses))
         images = {"depth_single": depth_image(teacher_depth)}
         if not self.multi_active():
+            # The same columns in every row of the loss log (its header is fixed by the first row).
+            nan = torch.full((), float("nan"), device=loss.device)
+            scalars.update(dict.fromkeys(self.MULTI_SCALARS, nan))
             return loss, {k: v.detach() for k, v in scalars.items()}, images
 
         cv_source, cv_pose, static, zeroed = self.cost_volume_inputs(
