@@ -83,13 +83,15 @@ class ModelConfig:
     (then follow the running average) instead of starting the average at [min_depth, max_depth]."""
     pose_translation_scale: float = 0.01
     """Factor on the pose net's raw translation output (Monodepth2: 0.01, near-zero initial motion).
-    With ``metric_scale`` the translations are metres, and a larger factor lets them reach a metre per
+    With ``scale_normalisation`` the translations are (about) metres, and a larger factor lets them reach a metre per
     frame without the weights growing 100x first."""
-    metric_scale: bool = False
-    """Normalise every predicted depth map so that its fitted ground plane lies ``masks.camera_height``
-    below the camera (mfdepth.losses.metric_depths), in training and at inference: the scale that
-    monocular training leaves free is fixed, cannot drift into a bound of the depth range, and the
-    depth comes out in metres."""
+    scale_normalisation: str = "none"
+    """How every predicted depth map is normalised before the losses use it (and at inference), so the
+    scale that monocular training leaves free cannot drift into a bound of the depth range:
+    ``none`` (Monodepth2); ``ground_plane``: its fitted ground plane lies ``masks.camera_height`` below
+    the camera (metres); ``lower_region``: the geometric mean depth of the lower 40% of the image equals
+    that of a level road seen from ``masks.camera_height`` (about metric for a driving camera; 10 when
+    the height is unknown). Both are differentiable and exactly scale-invariant (mfdepth.losses)."""
 
 
 @dataclass
@@ -143,6 +145,10 @@ class TrainConfig:
     warmup_steps: int = 0
     """Pretrain stage: the single-frame and pose nets train alone this many steps before the
     multi-frame net joins (its cost volume needs a sensible pose and depth range first)."""
+    multi_trains_pose: bool = False
+    """Pretrain stage: the multi-frame net's photometric loss also trains the pose net (ManyDepth).
+    Off: the pose net learns from the single-frame net's loss (and the prior) only, so a multi-frame
+    net that has just joined with a random decoder cannot pull the shared pose away."""
     pose_prior_steps: int = 0
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
@@ -332,9 +338,15 @@ def validate(config: Config) -> None:
         raise ConfigError("masks.lower_ratio must be < 1 and masks.upper_ratio > 1")
     if config.train.lr_schedule not in ("step", "cosine"):
         raise ConfigError(f"train.lr_schedule: '{config.train.lr_schedule}' is not one of step, cosine")
-    if config.model.metric_scale and config.masks.camera_height is None:
+    if config.model.scale_normalisation not in ("none", "ground_plane", "lower_region"):
         raise ConfigError(
-            "model.metric_scale needs the camera height: set masks.camera_height (metres; KITTI 1.65)"
+            f"model.scale_normalisation: '{config.model.scale_normalisation}' is not one of none, ground_plane, "
+            "lower_region"
+        )
+    if config.model.scale_normalisation == "ground_plane" and config.masks.camera_height is None:
+        raise ConfigError(
+            "model.scale_normalisation=ground_plane needs the camera height: set masks.camera_height "
+            "(metres; KITTI 1.65)"
         )
 
 

@@ -12,6 +12,7 @@ optional exclusion mask (the depth inconsistency mask), and adds edge-aware smoo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -389,6 +390,51 @@ def ground_height(depth: Tensor, K: Tensor, region_fraction: float = 0.4) -> tup
     height = (along * weights).sum(dim=(1, 2, 3)) / count.clamp(min=1.0)
     found = found & (count >= 3) & (height > 0)
     return torch.where(found, height, torch.ones_like(height)), found
+
+
+LOWER_REGION = 0.4
+"""Fraction of the image rows, from the bottom, that the lower-region normalisation looks at."""
+
+
+def level_road_log_depth(K: Tensor, height: int, camera_height: float, region_fraction: float = LOWER_REGION) -> Tensor:
+    """``(B,)`` mean log depth of a level road over the lower ``region_fraction`` of the rows.
+
+    A camera ``camera_height`` above flat ground sees row ``v`` of the road at depth
+    ``fy * camera_height / (v - cy)``; rows less than half a pixel below the horizon count as half a pixel.
+    """
+    first = int(round(height * (1.0 - region_fraction)))
+    rows = torch.arange(first, height, device=K.device, dtype=K.dtype)
+    below = (rows[None] - K[:, 1, 2, None]).clamp(min=0.5)
+    return torch.log(K[:, 1, 1, None] * camera_height / below).mean(dim=1)
+
+
+def normalise_depths(depths: Sequence[Tensor], K: Tensor, mode: str, camera_height: float | None) -> list[Tensor]:
+    """Depth maps with the free monocular scale fixed (``ModelConfig.scale_normalisation``).
+
+    ``none`` returns them unchanged; ``ground_plane`` is :func:`metric_depths`; ``lower_region``
+    multiplies each image by ``exp(target - mean log depth over its lower rows)``, with ``target``
+    from :func:`level_road_log_depth` (``log 10`` when ``camera_height`` is None). Factors come from
+    the finest map, differentiably, so ``normalise(k * D) == normalise(D)``.
+
+    Args:
+        depths: per-scale ``(B, 1, H / 2^s, W / 2^s)``, finest first; K: ``(B, 3, 3)`` in its pixels.
+    """
+    if mode == "none":
+        return list(depths)
+    if mode == "ground_plane":
+        return metric_depths(depths, K, camera_height)[0]
+    if mode != "lower_region":
+        raise ValueError(f"unknown scale normalisation '{mode}'")
+    finest = depths[0]
+    h = finest.shape[-2]
+    first = int(round(h * (1.0 - LOWER_REGION)))
+    mean_log = torch.log(finest[:, :, first:].clamp(min=1e-6)).mean(dim=(1, 2, 3))
+    if camera_height is None:
+        target = torch.full_like(mean_log, math.log(10.0))
+    else:
+        target = level_road_log_depth(K.to(finest.dtype), h, camera_height)
+    factor = torch.exp(target - mean_log)[:, None, None, None]
+    return [d * factor for d in depths]
 
 
 def metric_depths(depths: Sequence[Tensor], K: Tensor, camera_height: float) -> tuple[list[Tensor], Tensor]:

@@ -17,7 +17,35 @@ from mfdepth.data.base import collate_samples
 from mfdepth.evaluation.metrics import MaskQualityAccumulator, relative_pose_errors
 from mfdepth.evaluation.poses import true_relative_poses
 from mfdepth.evaluation.protocols import evaluate_depth_maps
-from mfdepth.losses import metric_depths
+from mfdepth.losses import normalise_depths
+
+
+def reference_scores(gts: list, motion_masks: list | None = None, max_depth: float = 80.0,
+                     protocol: str = "synthetic") -> dict:
+    """What a network must beat: the scores of two predictions that know no image content.
+
+    ``constant``: one depth everywhere (median scaling makes its value irrelevant). ``per_row_prior``:
+    each image row's median true depth over all the given frames (fitted on this ground truth itself,
+    so an upper bound on what "depth = f(row)" can do, e.g. "the road gets farther toward the horizon").
+
+    Args:
+        gts: ground-truth depth maps ``(H, W)`` of one size, metres, 0 = none.
+        motion_masks: optional true motion masks, for the static / moving rows.
+    Returns:
+        ``{name: {"all", "static", "moving" (AbsRel; None when not scored), "a1"}}``.
+    """
+    constant = [np.ones_like(g) for g in gts]
+    stack = np.stack(gts)
+    valid = (stack > 1e-3) & (stack < max_depth)
+    rows = np.array([np.median(stack[:, r][valid[:, r]]) if valid[:, r].any() else 1.0
+                     for r in range(stack.shape[1])])
+    per_row = [np.repeat(rows[:, None], g.shape[1], axis=1) for g in gts]
+    out = {}
+    for name, preds in (("constant", constant), ("per_row_prior", per_row)):
+        result = evaluate_depth_maps(preds, gts, protocol=protocol, motion_masks=motion_masks, max_depth=max_depth)
+        out[name] = {row: (result.metrics.get(row) or {}).get("abs_rel") for row in ("all", "static", "moving")}
+        out[name]["a1"] = result.metrics["all"]["a1"]
+    return out
 
 
 class ConvergenceJudge:
@@ -44,24 +72,11 @@ class ConvergenceJudge:
 
     def baselines(self) -> dict:
         """AbsRel of a constant depth and of the per-row prior fitted on the test ground truth."""
-        constant = [np.ones_like(g) for g in self.gts]
-        stack = np.stack(self.gts)
-        valid = (stack > 1e-3) & (stack < self.config.eval.max_depth)
-        # The per-row prior: each row's median true depth over all test frames (a function of the row only).
-        rows = np.array([np.median(stack[:, r][valid[:, r]]) if valid[:, r].any() else 1.0
-                         for r in range(stack.shape[1])])
-        per_row = [np.repeat(rows[:, None], g.shape[1], axis=1) for g in self.gts]
-        out = {}
-        for name, preds in (("constant", constant), ("per_row_prior", per_row)):
-            result = evaluate_depth_maps(preds, self.gts, motion_masks=self.motion, max_depth=self.config.eval.max_depth)
-            out[name] = {row: result.metrics[row]["abs_rel"] for row in ("all", "static", "moving")}
-            out[name]["a1"] = result.metrics["all"]["a1"]
-        return out
+        return reference_scores(self.gts, self.motion, self.config.eval.max_depth, self.config.eval.protocol)
 
     def _scaled(self, depth: torch.Tensor) -> torch.Tensor:
-        if not self.config.model.metric_scale:
-            return depth
-        return metric_depths([depth], self.K, self.config.masks.camera_height)[0][0]
+        m = self.config.model
+        return normalise_depths([depth], self.K, m.scale_normalisation, self.config.masks.camera_height)[0]
 
     def _depth_scores(self, depths: torch.Tensor) -> dict:
         preds = [d[0].numpy() for d in depths]

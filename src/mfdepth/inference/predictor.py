@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mfdepth.config import config_from_dict
 from mfdepth.geometry import scale_intrinsics
-from mfdepth.losses import metric_depths
+from mfdepth.losses import normalise_depths
 from mfdepth.models import prepare_for_inference
 from mfdepth.models.factory import build_multi, build_pose, build_single
 from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
@@ -40,12 +40,13 @@ def resize_to_network(
 
 
 def finish_depth(config, depth: torch.Tensor, net_K: torch.Tensor | None, size) -> torch.Tensor:
-    """A network-size depth ``(B,1,H,W)`` as every backend returns it: made metric by the camera height
-    when the network was trained with ``model.metric_scale``, then resized to ``size`` (H, W)."""
-    if config.model.metric_scale:
+    """A network-size depth ``(B,1,H,W)`` as every backend returns it: normalised as in training
+    (``model.scale_normalisation``), then resized to ``size`` (H, W)."""
+    mode = config.model.scale_normalisation
+    if mode != "none":
         if net_K is None:
-            raise ValueError("this network gives metric depth from the camera height and needs intrinsics K")
-        depth = metric_depths([depth], net_K.to(depth.dtype), config.masks.camera_height)[0][0]
+            raise ValueError("this network normalises its depth with the intrinsics: give K")
+        depth = normalise_depths([depth], net_K.to(depth.dtype), mode, config.masks.camera_height)[0]
     if tuple(depth.shape[-2:]) != tuple(size):
         depth = F.interpolate(depth, tuple(size), mode="bilinear", align_corners=False)
     return depth
@@ -128,8 +129,8 @@ class DepthPredictor:
             K: ``(B,3,3)`` intrinsics in pixels of ``target``; required by the multi-frame network.
             output_size: ``(H, W)`` of the returned depth; default the input size.
         Returns:
-            ``(B,1,H,W)`` depth in metres: made metric by the camera height when the network was trained
-            with ``model.metric_scale``, else up to the scale the network learned.
+            ``(B,1,H,W)`` depth in metres: fixed by the camera height when the network was trained with
+            ``model.scale_normalisation``, else up to the scale the network learned.
         """
         target = target.to(self.device, torch.float32)
         size = output_size or tuple(target.shape[-2:])

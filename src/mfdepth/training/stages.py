@@ -105,10 +105,11 @@ class StageModule(nn.Module):
         return self.config.loss.pose_prior_weight * torch.stack(terms).mean()
 
     def scaled(self, out: dict, K: torch.Tensor) -> dict:
-        """A network's output with its depths made metric by the camera height (``model.metric_scale``)."""
-        if not self.config.model.metric_scale:
+        """A network's output with its depths' free scale fixed (``model.scale_normalisation``)."""
+        mode = self.config.model.scale_normalisation
+        if mode == "none":
             return out
-        depths, _ = losses.metric_depths(out["depth"], K, self.config.masks.camera_height)
+        depths = losses.normalise_depths(out["depth"], K, mode, self.config.masks.camera_height)
         return {**out, "depth": depths}
 
     def update_depth_range(self, multi, teacher_depth: torch.Tensor) -> None:
@@ -201,7 +202,8 @@ class PretrainStage(StageModule):
             with torch.no_grad():
                 self.update_depth_range(self.multi, teacher_depth)
         multi = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
-        multi_terms = self.photometric_terms(target, sources, multi["depth"], poses, K)
+        multi_poses = poses if self.config.train.multi_trains_pose else {o: T.detach() for o, T in poses.items()}
+        multi_terms = self.photometric_terms(target, sources, multi["depth"], multi_poses, K)
         inconsistent = masks.cost_volume_inconsistency(
             multi["cost_volume_depth"], teacher_depth,
             self.config.loss.consistency_low, self.config.loss.consistency_high,
