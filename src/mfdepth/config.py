@@ -9,6 +9,7 @@ training.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -275,18 +276,53 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+_YAML_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+def _override_type(key: str) -> Any:
+    """The annotation of the config field a dotted ``key`` names, or None when it names no field."""
+    tp: Any = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _is_text_field(tp: Any) -> bool:
+    """``str`` or ``str | None``: such values are taken literally, never parsed as YAML."""
+    if tp is str:
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return str in typing.get_args(tp) and all(a in (str, type(None)) for a in typing.get_args(tp))
+    return False
+
+
 def parse_override(text: str) -> dict:
-    """``"train.batch_size=8"`` -> ``{"train": {"batch_size": 8}}`` (the value is parsed as YAML)."""
+    """``"train.batch_size=8"`` -> ``{"train": {"batch_size": 8}}``.
+
+    The value is parsed as YAML, except for text settings (paths, names: ``run_dir``, ``data.root``,
+    ...), which are taken literally, so ``run_dir=runs/exp #2`` keeps its ``#2``. An optional text
+    setting given ``null`` (or nothing) is unset.
+    """
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key=value (for example train.batch_size=8)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"override '{text}' has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({err.__class__.__name__})") from None
+    target = _override_type(key)
+    if target is not None and _is_text_field(target):
+        optional = target is not str
+        value = None if optional and raw.strip() in _YAML_NULLS else raw
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{text}': value is not valid YAML ({err.__class__.__name__})") from None
     nested: dict = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
@@ -313,6 +349,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data: dict = {}
     if path is not None:
         data = read_yaml(path)
+        try:
+            _from_dict(Config, data)  # a bad key or type in the file names the file
+        except ConfigError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
     for text in overrides:
         data = _merge(data, parse_override(text))
     config = _from_dict(Config, data)
@@ -348,6 +388,77 @@ def validate(config: Config) -> None:
             "model.scale_normalisation=ground_plane needs the camera height: set masks.camera_height "
             "(metres; KITTI 1.65)"
         )
+    # Every number must be finite: a NaN or inf setting only shows up hours later, as a NaN loss.
+    for section in dataclasses.fields(config):
+        group = getattr(config, section.name)
+        if not dataclasses.is_dataclass(group):
+            continue
+        for item in dataclasses.fields(group):
+            value = getattr(group, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section.name}.{item.name}: {value} is not a finite number; give a real value")
+    d, m, t, e, lo = config.data, config.model, config.train, config.eval, config.loss
+
+    def at_least(key: str, value: int, low: int, fix: str = "") -> None:
+        if value < low:
+            raise ConfigError(f"{key}: {value} must be {low} or more{fix}")
+
+    at_least("data.height", d.height, 32)
+    at_least("data.width", d.width, 32)
+    at_least("data.num_workers", d.num_workers, 0, " (0 = load data in the main process)")
+    at_least("data.stride", d.stride, 1, " (1 = every frame)")
+    at_least("model.num_depth_bins", m.num_depth_bins, 2, " (depth hypotheses of the cost volume; 48 or 96)")
+    at_least("model.matching_channels", m.matching_channels, 0, " (0 = the full 1/4 features)")
+    for key in ("batch_size", "pretrain_steps", "teacher_steps", "student_steps", "devices",
+                "checkpoint_every", "log_every", "image_log_every"):
+        at_least(f"train.{key}", getattr(t, key), 1)
+    for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps"):
+        at_least(f"train.{key}", getattr(t, key), 0, " (0 = off)")
+    at_least("eval.batch_size", e.batch_size, 1)
+    if not 1 <= lo.num_scales <= 4:
+        raise ConfigError(f"loss.num_scales: {lo.num_scales} is not between 1 and 4")
+    at_least("masks.min_blob_area", config.masks.min_blob_area, 0)
+    at_least("masks.dilation", config.masks.dilation, 0)
+    if len(set(d.frame_offsets)) != len(d.frame_offsets) or -1 not in d.frame_offsets:
+        raise ConfigError(
+            f"data.frame_offsets: {d.frame_offsets} must list distinct offsets and include the previous "
+            "frame -1 (the multi-frame net matches against it), e.g. [0, -1, 1] or [0, -1]"
+        )
+    if d.focal_px is not None and d.focal_px <= 0:
+        raise ConfigError(f"data.focal_px: {d.focal_px} must be a positive focal length in pixels")
+    if not t.learning_rate > 0:
+        raise ConfigError(f"train.learning_rate: {t.learning_rate} must be positive (e.g. 2e-4)")
+    if t.grad_clip < 0:
+        raise ConfigError(f"train.grad_clip: {t.grad_clip} must be 0 (off) or positive")
+    for key in ("static_camera_prob", "zero_cost_volume_prob"):
+        if not 0.0 <= getattr(t, key) <= 1.0:
+            raise ConfigError(f"train.{key}: {getattr(t, key)} is a probability, between 0 and 1")
+    if not 0.0 <= m.adaptive_range_momentum <= 1.0:
+        raise ConfigError(f"model.adaptive_range_momentum: {m.adaptive_range_momentum} must be between 0 and 1")
+    for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "pose_prior_weight"):
+        if getattr(lo, key) < 0:
+            raise ConfigError(f"loss.{key}: {getattr(lo, key)} must be 0 or more")
+    if not 0 < lo.consistency_low < lo.consistency_high:
+        raise ConfigError("loss.consistency_low/consistency_high: need 0 < consistency_low < consistency_high")
+    if config.masks.camera_height is not None and config.masks.camera_height <= 0:
+        raise ConfigError(f"masks.camera_height: {config.masks.camera_height} must be positive (metres; KITTI 1.65)")
+    if config.masks.ground_tolerance < 0:
+        raise ConfigError(f"masks.ground_tolerance: {config.masks.ground_tolerance} must be 0 or more")
+    if not 0 < e.min_depth < e.max_depth:
+        raise ConfigError(
+            f"eval.min_depth/max_depth: need 0 < min_depth < max_depth (got {e.min_depth} and {e.max_depth})"
+        )
+    choices = {
+        "data.dataset": (d.dataset, ("synthetic", "kitti", "cityscapes", "ddad", "folder")),
+        "data.synth_preset": (d.synth_preset, ("tiny", "demo")),
+        "eval.protocol": (e.protocol, ("synthetic", "kitti", "cityscapes", "folder")),
+        "train.accelerator": (t.accelerator, ("auto", "cpu", "gpu")),
+        "train.strategy": (t.strategy, ("auto", "ddp")),
+        "train.precision": (t.precision, ("32", "16-mixed", "bf16-mixed")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
 
 
 def to_dict(config: Any) -> dict:
