@@ -136,3 +136,85 @@ def test_run_dir_with_a_hash_is_not_another_run(tmp_path, monkeypatch):
         run_dir = "runs/exp #2"
 
     assert command.resolve_config(Args()).run_dir == "runs/exp #2"
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) Intrinsics from every source go through one validator
+
+
+@pytest.mark.parametrize(
+    "name, content, needle",
+    [
+        ("K.yaml", "fx: .nan\nfy: 100\ncx: 50\ncy: 25\n", "non-finite"),
+        ("K.yaml", "fx: -100\nfy: 100\ncx: 50\ncy: 25\n", "focal lengths must be positive"),
+        ("K.json", '{"K": [[100, 0, 50], [0, Infinity, 25], [0, 0, 1]]}', "non-finite"),
+        ("K.json", '{"fx": 100, "fy": 0, "cx": 50, "cy": 25}', "focal lengths must be positive"),
+        ("K.txt", "nan 0 50\n0 100 25\n0 0 1\n", "non-finite"),
+        ("K.txt", "-100 0 50\n0 100 25\n0 0 1\n", "focal lengths must be positive"),
+        ("K.txt", "100 0 50\n0 100 25\n0 1 1\n", "last row"),
+    ],
+)
+def test_bad_intrinsics_files_are_refused_naming_the_file(tmp_path, name, content, needle):
+    from mfdepth.data.calibration import load_intrinsics_file
+    from mfdepth.data.errors import DataError
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_intrinsics_file(path)
+    message = str(info.value)
+    assert needle in message and str(path) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("focal", [float("nan"), float("inf"), -300.0, 0.0])
+def test_bad_focal_lengths_are_refused(focal):
+    from mfdepth.data.calibration import intrinsics_from_focal
+    from mfdepth.data.errors import DataError
+
+    with pytest.raises(DataError, match="focal length must be a positive number of pixels.*--focal or data.focal_px"):
+        intrinsics_from_focal(focal, 100, 50)
+
+
+def test_principal_point_outside_the_image_warns(tmp_path, caplog):
+    from mfdepth.data.calibration import load_intrinsics_file
+    from mfdepth.inference.intrinsics import user_intrinsics
+
+    inside, outside = tmp_path / "inside.yaml", tmp_path / "outside.yaml"
+    inside.write_text("fx: 100\nfy: 100\ncx: 49.5\ncy: 24.5\n")
+    outside.write_text("fx: 100\nfy: 100\ncx: 640\ncy: 24.5\n")
+    with caplog.at_level("WARNING"):
+        user_intrinsics(inside, None, None, (100, 50))
+    assert "principal point" not in caplog.text
+    with caplog.at_level("WARNING"):
+        user_intrinsics(outside, None, None, (100, 50))
+    assert "principal point" in caplog.text and "outside.yaml" in caplog.text
+    caplog.clear()
+    sized = tmp_path / "sized.yaml"
+    sized.write_text("fx: 100\nfy: 100\ncx: 640\ncy: 24.5\nwidth: 100\nheight: 50\n")
+    with caplog.at_level("WARNING"):
+        load_intrinsics_file(sized)
+    assert "principal point" in caplog.text
+
+
+def test_nan_in_a_folders_K_txt_stops_training_with_one_line(capsys, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 32), (i * 40, 0, 0)).save(folder / f"{i:03d}.png")
+    (folder / "K.txt").write_text("nan 0 32\n0 50 16\n0 0 1\n")
+    message = one_line_error(
+        capsys, ["train", "--quiet", "--run-dir", str(tmp_path / "run"), "data.dataset=folder",
+                 f"data.root={folder}", "data.num_workers=0", "data.height=32", "data.width=64"],
+    )
+    assert "K.txt" in message and "non-finite" in message
+
+
+def test_predict_with_nan_focal_is_refused(capsys, tmp_path):
+    pair = Path(__file__).parent / "inference" / "samples" / "manydepth_pair"
+    message = one_line_error(
+        capsys, ["predict", "--pair", str(pair / "test_sequence_source.jpg"), str(pair / "test_sequence_target.jpg"),
+                 "--checkpoint", str(tmp_path / "x.ckpt"), "--focal", "nan", "--quiet"],
+    )
+    assert "--focal" in message and "positive" in message

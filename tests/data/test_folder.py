@@ -74,7 +74,7 @@ def test_missing_intrinsics_is_a_clear_error(tmp_path):
         Image.new("RGB", (64, 32), (i * 40, 0, 0)).save(folder / f"{i:03d}.png")
     cfg = DataConfig(dataset="folder", root=str(folder), height=32, width=64)
     with pytest.raises(
-        DataError, match=rf"^no intrinsics for {folder}: pass --intrinsics K.yaml or --focal PX$"
+        DataError, match=rf"^no intrinsics for {folder}: set data.intrinsics=K.yaml .* or data.focal_px=PX"
     ):
         build_dataset(cfg, "train")
 

@@ -8,6 +8,7 @@ is 0.5).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ MONODEPTH2_NORMALIZED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.
 """The single KITTI intrinsics of Monodepth2/ManyDepth, normalised by image width and height."""
 
 KITTI_SIDE_TO_CAMERA = {"l": "02", "r": "03"}
+
+log = logging.getLogger(__name__)
 
 
 def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
@@ -142,6 +145,39 @@ class Intrinsics:
     size: tuple[int, int] | None = None
 
 
+def check_intrinsics(
+    K: np.ndarray, source: str, size: tuple[int, int] | None = None, normalized: bool = False
+) -> np.ndarray:
+    """The one validator of user intrinsics (YAML, JSON, text files, focal lengths), wherever they come from.
+
+    Raises :class:`DataError` naming ``source`` unless every entry is finite, the focal lengths are
+    positive and the last row is ``[0, 0, 1]``. With a known image ``size`` = (width, height) (or for
+    normalised K, whose image is the unit square), warns when the principal point lies outside the image.
+    Returns ``K`` as a ``(3, 3)`` float64 array.
+    """
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(K).all():
+        raise DataError(f"{source}: intrinsics hold a non-finite number (NaN or inf): {K.tolist()}; give real values")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DataError(
+            f"{source}: focal lengths must be positive pixels (fx={K[0, 0]:g}, fy={K[1, 1]:g}); "
+            "fix the file (or --focal / data.focal_px)"
+        )
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]):
+        raise DataError(f"{source}: the last row of K must be [0, 0, 1], got {K[2].tolist()}")
+    width, height = (1.0, 1.0) if normalized else (size or (None, None))
+    if width is not None:
+        unit = 0.0 if normalized else 0.5  # pixel centres at integers: the image spans [-0.5, W - 0.5]
+        cx, cy = K[0, 2], K[1, 2]
+        if not (-unit <= cx <= width - unit and -unit <= cy <= height - unit):
+            log.warning(
+                "%s: the principal point (cx=%g, cy=%g) lies outside the %s image; check that K belongs to "
+                "these frames (pixels of the frames, or 'normalized: true')",
+                source, cx, cy, "normalised" if normalized else f"{width}x{height}",
+            )
+    return K
+
+
 _INTRINSICS_HELP = (
     "expected fx, fy, cx, cy (pixels), or K as a 3x3 list, optionally with 'normalized: true' and "
     "'width'/'height'; or a plain text file with the 9 numbers of K"
@@ -166,16 +202,19 @@ def load_intrinsics_file(path: str | Path) -> Intrinsics:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"intrinsics file not found: {path}")
+    source = f"intrinsics file {path}"
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         K = read_numbers(path, 9).reshape(3, 3)
-        return Intrinsics(K, normalized=bool(K[0, 2] <= 1.0 and K[1, 2] <= 1.0))
+        normalized = bool(K[0, 2] <= 1.0 and K[1, 2] <= 1.0)
+        return Intrinsics(check_intrinsics(K, source, normalized=normalized), normalized=normalized)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise DataError(f"intrinsics file {path} is not valid YAML/JSON ({err.__class__.__name__})") from None
     if isinstance(data, list):
         K = _matrix3(data, path)
-        return Intrinsics(K, normalized=bool(K[0, 2] <= 1.0 and K[1, 2] <= 1.0))
+        normalized = bool(K[0, 2] <= 1.0 and K[1, 2] <= 1.0)
+        return Intrinsics(check_intrinsics(K, source, normalized=normalized), normalized=normalized)
     if not isinstance(data, dict):
         raise DataError(f"intrinsics file {path}: {_INTRINSICS_HELP}")
     normalized = bool(data.get("normalized", False))
@@ -195,10 +234,9 @@ def load_intrinsics_file(path: str | Path) -> Intrinsics:
             size = (int(data["width"]), int(data["height"]))
         except (KeyError, TypeError, ValueError):
             raise DataError(f"intrinsics file {path}: give both 'width' and 'height' as integers") from None
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise DataError(
-            f"intrinsics file {path}: focal lengths must be positive (fx={K[0, 0]}, fy={K[1, 1]})"
-        )
+    if size is not None and (size[0] <= 0 or size[1] <= 0):
+        raise DataError(f"intrinsics file {path}: 'width' and 'height' must be positive, got {size}")
+    K = check_intrinsics(K, source, None if normalized else size, normalized)
     return Intrinsics(K, normalized=normalized, size=size)
 
 
@@ -207,11 +245,12 @@ def intrinsics_from_focal(focal_px: float, width: int, height: int) -> np.ndarra
 
     The centre is ``((W - 1) / 2, (H - 1) / 2)`` because pixel centres sit at integer coordinates.
     """
-    if focal_px <= 0:
-        raise DataError(f"focal length must be positive, got {focal_px} pixels")
-    return np.array(
-        [[focal_px, 0.0, (width - 1) / 2.0], [0.0, focal_px, (height - 1) / 2.0], [0.0, 0.0, 1.0]]
-    )
+    if not np.isfinite(focal_px) or focal_px <= 0:
+        raise DataError(
+            f"focal length must be a positive number of pixels, got {focal_px}; fix --focal or data.focal_px"
+        )
+    K = np.array([[focal_px, 0.0, (width - 1) / 2.0], [0.0, focal_px, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+    return check_intrinsics(K, f"focal length {focal_px} px", (width, height))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from mfdepth.data.base import FrameRecord, FrameRef, SequenceDataset, drop_message
-from mfdepth.data.calibration import Intrinsics, intrinsics_from_focal, load_intrinsics_file
+from mfdepth.data.calibration import Intrinsics, check_intrinsics, intrinsics_from_focal, load_intrinsics_file
 from mfdepth.data.errors import DataError
 from mfdepth.data.files import image_size, list_images, read_numbers, read_uint16_png
 
@@ -118,13 +118,20 @@ def resolve_intrinsics(
     """``(K, K_size, normalized)`` for frames of ``size`` = (width, height), from the first source given."""
     if intrinsics_file:
         found: Intrinsics = load_intrinsics_file(intrinsics_file)
+        if not found.normalized and found.size is None:
+            check_intrinsics(found.K, f"intrinsics file {intrinsics_file}", size)
         return found.K, None if found.normalized else (found.size or size), found.normalized
     if focal_px is not None:
         return intrinsics_from_focal(focal_px, *size), size, False
     if K_file is not None:
         found = load_intrinsics_file(K_file)
+        if not found.normalized:
+            check_intrinsics(found.K, f"intrinsics file {K_file}", size)
         return found.K, None if found.normalized else size, found.normalized
-    raise DataError(f"no intrinsics for {where}: pass --intrinsics K.yaml or --focal PX")
+    raise DataError(
+        f"no intrinsics for {where}: set data.intrinsics=K.yaml (fx, fy, cx, cy in pixels) or "
+        "data.focal_px=PX, or put a K.txt (9 numbers) next to the frames"
+    )
 
 
 def _read_depth_png(path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ from mfdepth.config import Config
 from mfdepth.data.calibration import (
     MONODEPTH2_NORMALIZED_K,
     Intrinsics,
+    check_intrinsics,
     intrinsics_from_focal,
     load_intrinsics_file,
     load_kitti_calibration,
@@ -60,14 +61,22 @@ def user_intrinsics(
     Returns None when the user gave none.
     """
     if intrinsics_file:
-        found = load_intrinsics_file(intrinsics_file)
-        return found if found.normalized else Intrinsics(found.K, False, found.size or size)
+        return _file_intrinsics(intrinsics_file, size)
     if focal_px is not None:
         return Intrinsics(intrinsics_from_focal(focal_px, *size), False, size)
     if K_file is not None:
-        found = load_intrinsics_file(K_file)
-        return found if found.normalized else Intrinsics(found.K, False, found.size or size)
+        return _file_intrinsics(K_file, size)
     return None
+
+
+def _file_intrinsics(path: str | Path, size: tuple[int, int]) -> Intrinsics:
+    """An intrinsics file's K; pixel K of no stated size is checked against, and refers to, ``size``."""
+    found = load_intrinsics_file(path)
+    if found.normalized:
+        return found
+    if found.size is None:
+        check_intrinsics(found.K, f"intrinsics file {path}", size)
+    return Intrinsics(found.K, False, found.size or size)
 
 
 def _first_frame_size(root: Path) -> tuple[int, int] | None:
@@ -99,8 +108,9 @@ def checkpoint_intrinsics(meta: dict, config: Config, checkpoint: str | Path) ->
     stored = meta.get("intrinsics")
     if isinstance(stored, dict) and "K" in stored:
         size = (int(stored["width"]), int(stored["height"])) if "width" in stored and "height" in stored else None
-        K = np.asarray(stored["K"], dtype=np.float64).reshape(3, 3)
-        return Intrinsics(K, bool(stored.get("normalized", False)), size), "the checkpoint's stored camera"
+        normalized = bool(stored.get("normalized", False))
+        K = check_intrinsics(stored["K"], f"the camera stored in checkpoint {checkpoint}", size, normalized)
+        return Intrinsics(K, normalized, size), "the checkpoint's stored camera"
     data = config.data
     if data.dataset == "synthetic":
         from mfdepth.synth.world import intrinsics as synthetic_camera

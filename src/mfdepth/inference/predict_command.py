@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import tempfile
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--onnx needs --backend onnx")
     if args.focal is not None and args.intrinsics:
         raise UserError("give either --intrinsics or --focal, not both")
+    if args.focal is not None and not (math.isfinite(args.focal) and args.focal > 0):
+        raise UserError(f"--focal: {args.focal} is not a focal length; give a positive number of pixels")
     sources = [pair_source(*args.pair)] if args.pair else input_sources(args.input, args.stride)
     with tempfile.TemporaryDirectory(prefix="mfdepth-onnx-") as export_dir:
         predictor = load_predictor(
