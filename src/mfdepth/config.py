@@ -70,6 +70,9 @@ class ModelConfig:
     num_depth_bins: int = 48
     min_depth: float = 0.1
     max_depth: float = 100.0
+    initial_depth: float | None = None
+    """Depth (metres) the untrained depth nets start at, by the bias of their sigmoid output; None =
+    the sigmoid's midpoint (about 2 * min_depth). Lets min_depth go lower without changing the start."""
     msff: bool = True
     """Multi-scale feature fusion for matching (off = ManyDepth's single-scale matching)."""
     matching_channels: int = 16
@@ -105,9 +108,9 @@ class LossConfig:
     """Exclude depth-inconsistency-mask pixels from the student's photometric loss."""
     distillation: bool = True
     """Robust knowledge distillation of the multi-frame student from the frozen robust teacher S*
-    (which is always trained with the mask). Off: ManyDepth's consistency rule against a frozen teacher,
-    S* when the masks are used, else the pretrain stage's S0. The masks and teacher stages run when
-    ``dynamic_mask`` or ``distillation`` is on."""
+    (which is always trained with the mask). Off: ManyDepth's consistency rule against the frozen
+    teacher. The masks stage runs, and the teacher is the robust S*, when ``dynamic_mask`` or
+    ``distillation`` is on; otherwise the teacher stage trains S0 on without masks for the same steps."""
     reliability_mask: bool = True
     """Distil only where the teacher's photometric error is no worse than the student's."""
     distillation_weight: float = 1.0

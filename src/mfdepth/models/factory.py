@@ -10,7 +10,9 @@ def build_single(config: Config):
     from mfdepth.models import SingleFrameDepthNet
 
     m = config.model
-    return SingleFrameDepthNet(m.encoder_layers, m.min_depth, m.max_depth, weights_path=m.pretrained_weights)
+    return SingleFrameDepthNet(
+        m.encoder_layers, m.min_depth, m.max_depth, weights_path=m.pretrained_weights, initial_depth=m.initial_depth
+    )
 
 
 def build_multi(config: Config, msff: bool):
@@ -20,7 +22,7 @@ def build_multi(config: Config, msff: bool):
     m = config.model
     return MultiFrameDepthNet(
         m.encoder_layers, m.num_depth_bins, m.min_depth, m.max_depth, msff=msff,
-        weights_path=m.pretrained_weights, matching_channels=m.matching_channels,
+        weights_path=m.pretrained_weights, matching_channels=m.matching_channels, initial_depth=m.initial_depth,
     )
 
 

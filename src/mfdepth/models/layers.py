@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -99,7 +100,7 @@ class DepthDecoder(nn.Module):
     Output: list of ``(B, 1, H / 2**s, W / 2**s)`` in (0, 1) for s = 0..3 (s = 0 is the input size).
     """
 
-    def __init__(self, num_ch_enc: list[int], num_scales: int = 4):
+    def __init__(self, num_ch_enc: list[int], num_scales: int = 4, initial_disp: float | None = None):
         super().__init__()
         self.num_ch_dec = [16, 32, 64, 128, 256]
         self.num_scales = num_scales
@@ -113,6 +114,12 @@ class DepthDecoder(nn.Module):
         self.disp_convs = nn.ModuleList(
             nn.Conv2d(self.num_ch_dec[s], 1, 3, padding=1, padding_mode="reflect") for s in range(num_scales)
         )
+        if initial_disp is not None:
+            # Start the sigmoid near ``initial_disp`` (in (0, 1)) instead of 0.5: sets the initial depth.
+            if not 0.0 < initial_disp < 1.0:
+                raise ValueError(f"initial_disp must lie in (0, 1), got {initial_disp}")
+            for conv in self.disp_convs:
+                nn.init.constant_(conv.bias, math.log(initial_disp / (1.0 - initial_disp)))
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         x = features[-1]
@@ -125,6 +132,12 @@ class DepthDecoder(nn.Module):
             if i < self.num_scales:
                 disps[i] = torch.sigmoid(self.disp_convs[i](x))
         return disps
+
+
+def sigmoid_for_depth(depth: float, min_depth: float, max_depth: float) -> float:
+    """The sigmoid output that :func:`disp_to_depth` maps to ``depth`` (inverse of its mapping)."""
+    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+    return (1.0 / depth - min_disp) / (max_disp - min_disp)
 
 
 def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:

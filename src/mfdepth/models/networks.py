@@ -10,7 +10,15 @@ from torch import nn
 
 from mfdepth.geometry import pose_vector_to_matrix, scale_intrinsics
 from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume
-from mfdepth.models.layers import DepthDecoder, ResnetEncoder, disp_to_depth
+from mfdepth.models.layers import DepthDecoder, ResnetEncoder, disp_to_depth, sigmoid_for_depth
+
+
+def _initial_disp(initial_depth: float | None, min_depth: float, max_depth: float) -> float | None:
+    if initial_depth is None:
+        return None
+    if not min_depth < initial_depth < max_depth:
+        raise ValueError(f"initial depth {initial_depth} must lie inside the depth range [{min_depth}, {max_depth}]")
+    return sigmoid_for_depth(initial_depth, min_depth, max_depth)
 
 
 def _check_size(image: torch.Tensor) -> None:
@@ -23,11 +31,11 @@ class SingleFrameDepthNet(nn.Module):
     """S: image ``(B,3,H,W)`` in [0,1] -> ``{"disp": [4 scales], "depth": [4 scales, metres]}``."""
 
     def __init__(self, num_layers: int = 18, min_depth: float = 0.1, max_depth: float = 100.0,
-                 weights_path: str | Path | None = None):
+                 weights_path: str | Path | None = None, initial_depth: float | None = None):
         super().__init__()
         self.min_depth, self.max_depth = min_depth, max_depth
         self.encoder = ResnetEncoder(num_layers, 1, weights_path)
-        self.decoder = DepthDecoder(self.encoder.num_ch_enc)
+        self.decoder = DepthDecoder(self.encoder.num_ch_enc, initial_disp=_initial_disp(initial_depth, min_depth, max_depth))
 
     def forward(self, image: torch.Tensor) -> dict:
         _check_size(image)
@@ -118,7 +126,7 @@ class MultiFrameDepthNet(nn.Module):
 
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
                  max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None,
-                 matching_channels: int = 16):
+                 matching_channels: int = 16, initial_depth: float | None = None):
         super().__init__()
         self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
         self.encoder = ResnetEncoder(num_layers, 1, weights_path)
@@ -132,7 +140,7 @@ class MultiFrameDepthNet(nn.Module):
             nn.Conv2d(ch[1] + num_depth_bins, ch[1], 3, padding=1, bias=False),
             nn.BatchNorm2d(ch[1]), nn.ReLU(inplace=True),
         )
-        self.decoder = DepthDecoder(ch)
+        self.decoder = DepthDecoder(ch, initial_disp=_initial_disp(initial_depth, min_depth, max_depth))
         self.register_buffer("d_min", torch.tensor(float(min_depth)))
         self.register_buffer("d_max", torch.tensor(float(max_depth)))
 

@@ -87,20 +87,25 @@ def run_pretrain(config: Config, run_dir: Path, **fit_kwargs) -> Path:
 
 
 def _masks_wanted(config: Config) -> bool:
-    """The masks and the robust teacher are needed by the masked loss and by robust distillation."""
+    """The masks (and the robust teacher trained with them) are needed by the masked loss and by robust
+    distillation; without either, the teacher stage trains a plain teacher for the same steps."""
     return config.loss.dynamic_mask or config.loss.distillation
 
 
 def run_teacher(config: Config, run_dir: Path, **fit_kwargs) -> Path:
+    """The frozen teacher of the student: the robust S* (trained without the depth inconsistency
+    mask's dynamic pixels) when the recipe uses the masks, else S0 trained on for the same number of
+    steps without them, so every row of an ablation gives each network the same number of steps."""
     pretrain = load_checkpoint(
         _need(loop.checkpoint_paths(run_dir, "pretrain")[0], "pretrain checkpoint", run_dir, "pretrain")
     )
-    # The robust teacher is by definition trained without the dynamic pixels.
-    _need(masks_dir(run_dir) / "summary.json", "depth inconsistency masks", run_dir, "masks")
+    with_masks = _masks_wanted(config)
+    if with_masks:
+        _need(masks_dir(run_dir) / "summary.json", "depth inconsistency masks", run_dir, "masks")
     with seeded(config.train.seed):
         stage = TeacherStage(config)
     stage.start_from(pretrain["models"])
-    dataset = training_dataset(config, run_dir, with_masks=True)
+    dataset = training_dataset(config, run_dir, with_masks=with_masks)
     return loop.fit(stage, dataset, config, run_dir, config.train.teacher_steps, **fit_kwargs)
 
 
@@ -111,16 +116,12 @@ def run_student(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     with_masks = _masks_wanted(config)
     if with_masks:
         _need(masks_dir(run_dir) / "summary.json", "depth inconsistency masks", run_dir, "masks")
-        teacher = load_checkpoint(
-            _need(loop.checkpoint_paths(run_dir, "teacher")[0], "teacher checkpoint", run_dir, "teacher")
-        )
-        teacher_state, pose_state = teacher["models"]["teacher"], teacher["models"]["pose"]
-    else:
-        # Without masks there is no robust teacher: distil from the pretrain stage's S0 and P0.
-        teacher_state, pose_state = pretrain["models"]["single"], pretrain["models"]["pose"]
+    teacher = load_checkpoint(
+        _need(loop.checkpoint_paths(run_dir, "teacher")[0], "teacher checkpoint", run_dir, "teacher")
+    )
     with seeded(config.train.seed):
         stage = StudentStage(config)
-    stage.start_from(teacher_state, pose_state, pretrain["models"]["multi"])
+    stage.start_from(teacher["models"]["teacher"], teacher["models"]["pose"], pretrain["models"]["multi"])
     dataset = training_dataset(config, run_dir, with_masks=with_masks)
     return loop.fit(stage, dataset, config, run_dir, config.train.student_steps, **fit_kwargs)
 
@@ -214,7 +215,7 @@ def run_stage(stage: str, config: Config, run_dir: str | Path, **fit_kwargs):
     if stage == "all":
         results = {}
         for name in STAGES:
-            if name in ("masks", "teacher") and not _masks_wanted(config):
+            if name == "masks" and not _masks_wanted(config):
                 continue
             results[name] = run_stage(name, config, run_dir, **fit_kwargs)
         return results
