@@ -218,3 +218,48 @@ def test_predict_with_nan_focal_is_refused(capsys, tmp_path):
                  "--checkpoint", str(tmp_path / "x.ckpt"), "--focal", "nan", "--quiet"],
     )
     assert "--focal" in message and "positive" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# (4) gt_depths.npz is read without running pickled code
+
+
+class _Payload:
+    """Unpickling this object writes a marker file: what a crafted gt_depths.npz would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_crafted_gt_depths_npz_does_not_run_code(tmp_path):
+    import numpy as np
+
+    from mfdepth.data.errors import DataError
+    from mfdepth.data.kitti import NpzDepthTable
+
+    marker = tmp_path / "marker"
+    maps = np.empty(2, dtype=object)
+    maps[0], maps[1] = np.ones((3, 4), np.float32), _Payload(marker)
+    crafted = tmp_path / "gt_depths.npz"
+    np.savez_compressed(crafted, data=maps)
+    with pytest.raises(DataError) as info:
+        NpzDepthTable(crafted, expected=2).entry(0)
+    assert str(crafted) in str(info.value) and "mfdepth prepare" in str(info.value)
+    assert not marker.exists()
+
+
+def test_ragged_and_plain_gt_depths_npz_still_load(tmp_path):
+    import numpy as np
+
+    from mfdepth.data.kitti import NpzDepthTable
+
+    ragged = np.empty(2, dtype=object)
+    ragged[0], ragged[1] = np.full((3, 4), 2.0, np.float32), np.full((5, 6), 3.0, np.float64)
+    np.savez_compressed(tmp_path / "ragged.npz", data=ragged)
+    table = NpzDepthTable(tmp_path / "ragged.npz", expected=2)
+    assert table.entry(1).shape == (5, 6) and table.entry(1).dtype == np.float32 and table.entry(0)[0, 0] == 2.0
+    np.savez(tmp_path / "plain.npz", data=np.zeros((2, 3, 4), np.float32))
+    assert NpzDepthTable(tmp_path / "plain.npz", expected=2).entry(1).shape == (3, 4)

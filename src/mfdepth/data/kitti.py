@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +138,40 @@ class _ImageFolder:
         return self.first <= frame <= self.last
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays (and lists of them) only: any other class or function is refused, so a crafted
+    ``gt_depths.npz`` cannot run code, while Monodepth2's object-array files (maps of different sizes) load."""
+
+    ALLOWED = {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric",
+                       "numpy")
+        for name in ("_reconstruct", "_frombuffer", "scalar", "ndarray", "dtype")
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        return super().find_class(module, name)
+
+
+def load_depth_maps_npz(path: Path, key: str = "data"):
+    """``archive[key]`` of an ``.npz`` without ``allow_pickle``: plain arrays load as numpy does, object arrays
+    (one depth map per frame) through :class:`_ArrayUnpickler`, which admits numpy arrays only."""
+    with zipfile.ZipFile(path) as archive:
+        with archive.open(f"{key}.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            _, _, dtype = read_header(handle)
+            if not dtype.hasobject:
+                with np.load(path, allow_pickle=False) as plain:
+                    return plain[key]
+            data = _ArrayUnpickler(handle, encoding="latin1").load()
+    if not all(isinstance(item, np.ndarray) and item.dtype != object for item in data):
+        raise ValueError("entries must be numeric depth maps")
+    return data
+
+
 class NpzDepthTable:
     """``gt_depths.npz`` (key ``data``: one depth map per test line), loaded on first use in each process."""
 
@@ -150,9 +186,8 @@ class NpzDepthTable:
 
     def _load(self):
         try:
-            with np.load(self.path, allow_pickle=True, encoding="latin1") as archive:
-                data = archive["data"]
-        except (OSError, ValueError, KeyError, EOFError) as err:
+            data = load_depth_maps_npz(self.path)
+        except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
             raise DataError(f"cannot read {self.path} ({err}); write it again with mfdepth prepare") from None
         if len(data) != self.expected:
             raise DataError(
