@@ -263,3 +263,43 @@ def test_ragged_and_plain_gt_depths_npz_still_load(tmp_path):
     assert table.entry(1).shape == (5, 6) and table.entry(1).dtype == np.float32 and table.entry(0)[0, 0] == 2.0
     np.savez(tmp_path / "plain.npz", data=np.zeros((2, 3, 4), np.float32))
     assert NpzDepthTable(tmp_path / "plain.npz", expected=2).entry(1).shape == (3, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) 16-bit frames, (6) natural frame order
+
+
+def test_16_bit_png_frames_are_scaled_not_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mfdepth.data.files import read_rgb
+
+    ramp = (np.arange(20 * 30).reshape(20, 30) * 100).astype(np.uint16)  # 0 .. 59900
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    rgb = read_rgb(tmp_path / "grey16.png")
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 257.0).astype(np.uint8))
+    assert rgb.min() == 0 and rgb.max() == 233  # a ramp, not a constant white image
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path / "grey32.tif")
+    assert Image.open(tmp_path / "grey32.tif").mode == "I"
+    np.testing.assert_array_equal(read_rgb(tmp_path / "grey32.tif"), rgb)
+
+
+def test_folder_frames_are_taken_in_natural_order(tmp_path):
+    from PIL import Image
+
+    from mfdepth.data.files import list_images
+    from mfdepth.data.folder import find_sequences
+
+    for i in range(1, 13):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"frame{i}.png")
+    names = [p.stem for p in list_images(tmp_path)]
+    assert names == [f"frame{i}" for i in range(1, 13)]
+    nested = tmp_path / "nested"
+    for name in ("seq10", "seq2"):
+        (nested / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(nested / name / f"{i}.png")
+    assert [s.name for s in find_sequences(nested)] == ["seq2", "seq10"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,24 @@ def _open_decoded(path: Path) -> Image.Image:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB (grey or RGBA images are converted)."""
-    image = _open_decoded(Path(path))
+    """An image file as ``(H, W, 3)`` uint8 RGB (grey or RGBA images are converted).
+
+    16-bit grey frames (PIL modes ``I;16*`` and ``I``) are scaled from 0-65535 to 0-255; PIL's own
+    conversion would clip them to a white image. (PIL already reads 16-bit colour PNGs as 8-bit RGB.)
+    """
+    path = Path(path)
+    image = _open_decoded(path)
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        array = np.asarray(image)
+        if array.min(initial=0) < 0 or array.max(initial=0) > 65535:
+            raise DataError(
+                f"{path}: {image.mode} pixel values outside the 16-bit range; save the frames as 8- or 16-bit "
+                "PNG or JPEG"
+            )
+        grey = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise DataError(f"{path}: floating-point images are not frames; save them as 8- or 16-bit PNG or JPEG")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image)
@@ -79,8 +96,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"cannot read image header of {path} ({err}); the file is corrupt") from None
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: ``frame2`` before ``frame10``."""
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    """Image files directly inside ``folder``, in natural name order (``frame2`` before ``frame10``;
+    hidden files skipped)."""
     folder = Path(folder)
     with os.scandir(folder) as entries:
         names = [
@@ -88,7 +111,7 @@ def list_images(folder: str | Path) -> list[Path]:
             for e in entries
             if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
         ]
-    return [folder / name for name in sorted(names)]
+    return [folder / name for name in sorted(names, key=natural_key)]
 
 
 def read_numbers(path: str | Path, count: int | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ from PIL import Image
 from mfdepth.data.base import FrameRecord, FrameRef, SequenceDataset, drop_message
 from mfdepth.data.calibration import Intrinsics, check_intrinsics, intrinsics_from_focal, load_intrinsics_file
 from mfdepth.data.errors import DataError
-from mfdepth.data.files import image_size, list_images, read_numbers, read_uint16_png
+from mfdepth.data.files import image_size, list_images, natural_key, read_numbers, read_uint16_png
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def find_sequences(root: str | Path, stride: int = 1) -> list[FolderSequence]:
     single = _sequence_in(root, root.name, stride)
     if single is not None:
         return [single]
-    nested = [_sequence_in(d, d.name, stride) for d in sorted(root.iterdir()) if d.is_dir()]
+    folders = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: natural_key(d.name))
+    nested = [_sequence_in(d, d.name, stride) for d in folders]
     nested = [s for s in nested if s is not None]
     if not nested:
         raise DataError(f"no image frames in {root} or its sub-folders (looked for png/jpg files)")
