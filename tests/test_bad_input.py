@@ -303,3 +303,43 @@ def test_folder_frames_are_taken_in_natural_order(tmp_path):
         for i in range(2):
             Image.new("RGB", (8, 8)).save(nested / name / f"{i}.png")
     assert [s.name for s in find_sequences(nested)] == ["seq2", "seq10"]
+
+
+# ---------------------------------------------------------------------------------------------
+# (7) A file that is not a checkpoint gives one clear line
+
+
+def _not_a_checkpoint(tmp_path: Path, kind: str) -> Path:
+    import os
+
+    import torch
+
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "object":
+        torch.save({"models": {}, "meta": {}, "evil": _Payload(tmp_path / "marker")}, path)
+    elif kind == "truncated":
+        torch.save({"models": {"x": torch.ones(1000)}, "meta": {}}, path)
+        path.write_bytes(path.read_bytes()[:-500])
+    return path
+
+
+@pytest.mark.parametrize("kind, needle", [("empty", "empty"), ("random", "not a PyTorch checkpoint"),
+                                          ("object", "refuses to load"), ("truncated", "not a PyTorch checkpoint")])
+@pytest.mark.parametrize("command", ["evaluate", "export", "predict"])
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(capsys, tmp_path, kind, needle, command):
+    path = _not_a_checkpoint(tmp_path, kind)
+    pair = Path(__file__).parent / "inference" / "samples" / "manydepth_pair"
+    argv = {
+        "evaluate": ["evaluate", "--checkpoint", str(path)],
+        "export": ["export", "--checkpoint", str(path), "--out", str(tmp_path / "m.onnx")],
+        "predict": ["predict", "--checkpoint", str(path), "--quiet", "--out", str(tmp_path / "out"), "--pair",
+                    str(pair / "test_sequence_source.jpg"), str(pair / "test_sequence_target.jpg")],
+    }[command]
+    message = one_line_error(capsys, argv)
+    assert str(path) in message and needle in message and "mfdepth train" in message, message
+    assert "weights_only" not in message
+    assert not (tmp_path / "marker").exists()

@@ -17,7 +17,9 @@ Everything in it is a tensor, a number, a string, or a list/dict of those, so it
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +61,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {err.__class__.__name__}: {err}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {_unreadable_reason(path, err)}; give a checkpoint written by "
+            "mfdepth train (RUN_DIR/checkpoints/<stage>.ckpt)"
+        ) from None
     if not isinstance(checkpoint, dict) or "models" not in checkpoint or "meta" not in checkpoint:
         raise CheckpointError(f"{path} is not an mfdepth checkpoint (no 'models'/'meta' entries)")
     return checkpoint
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """Why torch could not load ``path``, in a few words (torch's own messages span lines and suggest
+    ``weights_only=False``, which would let the file run code)."""
+    if path.stat().st_size == 0:
+        return "the file is empty (an interrupted copy or save?)"
+    if not zipfile.is_zipfile(path):
+        return "not a PyTorch checkpoint (corrupt, truncated, or another kind of file)"
+    if isinstance(err, pickle.UnpicklingError):
+        return "it holds Python objects besides tensors, numbers and text, which mfdepth refuses to load (they could run code)"
+    first_line = (str(err).strip().splitlines() or [""])[0][:160]
+    return f"the file is corrupt or truncated ({err.__class__.__name__}: {first_line})"
 
 
 def make_meta(config_dict: dict, stage: str, **extra: Any) -> dict[str, Any]:
