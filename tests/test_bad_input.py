@@ -343,3 +343,130 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(capsys, tmp_path, kin
     assert str(path) in message and needle in message and "mfdepth train" in message, message
     assert "weights_only" not in message
     assert not (tmp_path / "marker").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# (8) NaN guard, (10) interrupts and killed saves, (12) final checkpoints: nothing lost, nothing poisoned
+
+TINY = [
+    "data.synth_preset=tiny", "data.height=64", "data.width=192", "data.num_workers=0", "model.num_depth_bins=8",
+    "train.batch_size=2", "train.pretrain_steps=2", "train.teacher_steps=2", "train.student_steps=2",
+    "train.checkpoint_every=1", "train.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from mfdepth.synth import ensure_world
+
+    root = tmp_path_factory.mktemp("world")
+    ensure_world(root, preset="tiny", progress=False)
+    return root
+
+
+def tiny(world, run_dir, *extra):
+    return load_config(None, [*TINY, f"data.root={world}", f"run_dir={run_dir}", *extra])
+
+
+def _max_abs_weight(path: Path) -> float:
+    from mfdepth.training.checkpoint import load_checkpoint
+
+    models = load_checkpoint(path)["models"]
+    return max(float(v.abs().max()) for state in models.values() for v in state.values() if v.is_floating_point())
+
+
+def test_divergence_keeps_the_checkpoint_from_before_the_bad_step(tiny_world, tmp_path):
+    from mfdepth.training import loop
+    from mfdepth.training.recipe import run_stage
+
+    run_dir = tmp_path / "run"
+    diverging = tiny(tiny_world, run_dir, "train.pretrain_steps=3", "train.learning_rate=1e30")
+    with pytest.raises(loop.NonFiniteLossError) as info:
+        run_stage("pretrain", diverging, run_dir, progress=False)
+    message = str(info.value)
+    assert "train.learning_rate" in message
+    last = run_dir / "checkpoints" / "pretrain-last.ckpt"
+    # The step whose update blew the weights up had a finite loss; its checkpoint is never written.
+    assert not last.exists() or _max_abs_weight(last) < 1e6
+    # A rerun with a sane learning rate trains on from what was kept instead of failing at once.
+    sane = tiny(tiny_world, run_dir, "train.pretrain_steps=3")
+    run_stage("pretrain", sane, run_dir, progress=False)
+    assert _max_abs_weight(run_dir / "checkpoints" / "pretrain.ckpt") < 1e6
+
+
+def test_a_non_finite_checkpoint_is_not_resumed(capsys, tiny_world, tmp_path):
+    import torch
+
+    from mfdepth.training.checkpoint import load_checkpoint, save_checkpoint
+    from mfdepth.training.recipe import run_stage
+
+    run_dir = tmp_path / "run"
+    config = tiny(tiny_world, run_dir, "train.pretrain_steps=3")
+    run_stage("pretrain", config, run_dir, progress=False, stop_after=1)
+    last = run_dir / "checkpoints" / "pretrain-last.ckpt"
+    state = load_checkpoint(last)
+    name = next(iter(state["models"]["single"]))
+    state["models"]["single"][name] = torch.full_like(state["models"]["single"][name], float("nan"))
+    save_checkpoint(last, state)
+    before = snapshot(run_dir)
+    message = one_line_error(capsys, ["train", "--quiet", "--stage", "pretrain", "--run-dir", str(run_dir),
+                                      *TINY, f"data.root={tiny_world}", "train.pretrain_steps=3"])
+    assert str(last) in message and "non-finite" in message and "delete it" in message
+    after = snapshot(run_dir)
+    assert {k: v for k, v in after.items() if k.startswith("checkpoints")} == {
+        k: v for k, v in before.items() if k.startswith("checkpoints")
+    }
+
+
+def test_sigint_saves_a_resumable_checkpoint(tiny_world, tmp_path):
+    import os
+    import signal
+
+    import torch
+
+    from mfdepth.training.checkpoint import load_checkpoint
+    from mfdepth.training.recipe import run_stage
+
+    straight = tiny(tiny_world, tmp_path / "straight", "train.checkpoint_every=50", "model.range_from_teacher=false")
+    run_stage("pretrain", straight, straight.run_dir, progress=False)
+
+    run_dir = tmp_path / "interrupted"
+    config = tiny(tiny_world, run_dir, "train.checkpoint_every=50", "model.range_from_teacher=false")
+
+    def press_ctrl_c(step, module, seconds):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("pretrain", config, run_dir, progress=False, after_step=press_ctrl_c)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    partial = load_checkpoint(run_dir / "checkpoints" / "pretrain-last.ckpt")
+    assert partial["step"] == 1 and partial["optimizer"] is not None
+    assert not (run_dir / "checkpoints" / "pretrain.ckpt").exists()
+    run_stage("pretrain", config, run_dir, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "pretrain.ckpt")["models"]
+    b = load_checkpoint(run_dir / "checkpoints" / "pretrain.ckpt")["models"]
+    for net in a:
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs after the interrupted run resumed"
+
+
+def test_final_checkpoints_are_small_and_stale_temporaries_are_removed(tiny_world, tmp_path):
+    from mfdepth.training.checkpoint import load_checkpoint
+    from mfdepth.training.recipe import run_stage
+
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True)
+    stale = folder / ".pretrain-last.ckpt.abc123.tmp"  # what a run killed mid-save leaves
+    stale.write_bytes(b"\0" * 1000)
+    config = tiny(tiny_world, run_dir)
+    run_stage("pretrain", config, run_dir, progress=False)
+    assert not stale.exists()
+    final, last = folder / "pretrain.ckpt", folder / "pretrain-last.ckpt"
+    assert load_checkpoint(final)["optimizer"] is None and load_checkpoint(last)["optimizer"] is not None
+    assert final.stat().st_size < 0.6 * last.stat().st_size
+    # A lengthened stage resumes from the full rolling checkpoint (optimizer state included).
+    longer = tiny(tiny_world, run_dir, "train.pretrain_steps=3")
+    run_stage("pretrain", longer, run_dir, progress=False)
+    assert load_checkpoint(final)["step"] == 3

@@ -98,13 +98,14 @@ def test_nan_loss_stops_with_step_and_samples_named(tiny_world, tmp_path, monkey
     def poisoned(self, batch, generator):
         loss, scalars, images = original(self, batch, generator)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] == 2 else loss), scalars, images
+        return (loss * float("nan") if calls["n"] == 3 else loss), scalars, images
 
     monkeypatch.setattr(PretrainStage, "forward", poisoned)
     with pytest.raises(loop.NonFiniteLossError) as info:
         run_stage("pretrain", config, config.run_dir, progress=False)
     message = str(info.value)
-    assert "step 1" in message and "2026_01_01" in message and "pretrain-last.ckpt" in message
+    assert "step 2" in message and "2026_01_01" in message and "pretrain-last.ckpt" in message
+    # The checkpoint of step 2 was due, but the weights it would hold gave the NaN: step 1's is kept.
     kept = load_checkpoint(tmp_path / "nan" / "checkpoints" / "pretrain-last.ckpt")
     assert kept["step"] == 1
     for state in kept["models"].values():

@@ -53,6 +53,29 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`save_checkpoint` leaves when the process is killed mid-write
+    (hidden ``.<name>.ckpt.*.tmp``, as large as a checkpoint); returns what was removed."""
+    folder = Path(folder)
+    removed = sorted(folder.glob(".*.ckpt.*.tmp")) if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def non_finite_entries(checkpoint: dict[str, Any]) -> list[str]:
+    """Names of the network weights and optimizer state tensors of ``checkpoint`` that hold NaN or inf."""
+    bad = []
+    for net, state in checkpoint.get("models", {}).items():
+        bad += [f"{net}.{k}" for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+                and not torch.isfinite(v).all()]
+    optimizer = checkpoint.get("optimizer") or {}
+    for index, state in optimizer.get("state", {}).items():
+        bad += [f"optimizer.state[{index}].{k}" for k, v in state.items()
+                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return bad
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
     path = Path(path)

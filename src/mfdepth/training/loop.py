@@ -7,9 +7,10 @@ owns everything else, and keeps the run reproducible:
 * Data order is a pure function of ``(seed, epoch)``; randomness inside a step comes from a generator
   seeded with ``(seed, step)``; the learning rate is a pure function of ``step``. So a run resumed
   from its last checkpoint continues with exactly the batches and random draws it would have had.
-* Checkpoints are written atomically every ``train.checkpoint_every`` steps and at the end.
+* Checkpoints are written atomically every ``train.checkpoint_every`` steps (once the next step's loss
+  is finite), on Ctrl-C, and at the end; the final one holds no optimizer state.
 * A non-finite loss stops the run, names the step and the sample ids, and leaves the last good
-  checkpoint in place.
+  checkpoint in place; a checkpoint with non-finite weights is never resumed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import csv
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +31,14 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mfdepth.data.base import collate_samples
-from mfdepth.training.checkpoint import load_checkpoint, make_meta, save_checkpoint
+from mfdepth.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    make_meta,
+    non_finite_entries,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +202,25 @@ def fit(
     optimizer = torch.optim.Adam(params, lr=train_cfg.learning_rate)
 
     step = 0
+    if runtime.is_main:
+        remove_stale_temporaries(final_path.parent)  # left by a run killed while saving
     for candidate in (final_path, last_path):
         if candidate.is_file():
             state = load_checkpoint(candidate, map_location=runtime.device)
             if state.get("stage") != module.name:
                 continue
+            if (
+                candidate == final_path and state.get("optimizer") is None and int(state["step"]) < max_steps
+                and last_path.is_file()
+            ):
+                continue  # a lengthened stage resumes from the rolling checkpoint, which has the optimizer
+            bad = non_finite_entries(state)
+            if bad:
+                raise CheckpointError(
+                    f"{candidate} holds non-finite numbers ({', '.join(bad[:3])}): the run diverged before it "
+                    f"was saved; delete it to restart stage {module.name}, and lower train.learning_rate or "
+                    "set train.grad_clip"
+                )
             module.load_checkpoint_models(state["models"])
             if state.get("optimizer") is not None:
                 optimizer.load_state_dict(state["optimizer"])
@@ -217,19 +241,22 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.autocast_dtype == torch.float16)
     config_dict = to_dict(config)
 
-    def save(path: Path) -> None:
+    def snapshot(with_optimizer: bool = True) -> dict:
+        """The checkpoint of the current state, copied to the CPU (so later steps cannot change it)."""
+        return _cpu_copy({
+            "models": module.checkpoint_models(),
+            "optimizer": optimizer.state_dict() if with_optimizer else None,
+            "step": step,
+            "stage": module.name,
+            "meta": make_meta(config_dict, module.name, **module.checkpoint_meta()),
+        })
+
+    def save(path: Path, state: dict | None = None, with_optimizer: bool = True) -> None:
+        """Write ``state`` (default: the current one). The final checkpoint of a stage holds weights and
+        metadata only (small enough to share); the rolling ``-last`` one has the optimizer, for resuming."""
         if not runtime.is_main:
             return
-        save_checkpoint(
-            path,
-            {
-                "models": module.checkpoint_models(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "stage": module.name,
-                "meta": make_meta(config_dict, module.name, **module.checkpoint_meta()),
-            },
-        )
+        save_checkpoint(path, state if state is not None else snapshot(with_optimizer))
 
     writer, csv_file, csv_writer = None, None, None
     if runtime.is_main:
@@ -258,6 +285,10 @@ def fit(
         bar = tqdm(total=max_steps, initial=step, desc=module.name, dynamic_ncols=True, leave=True)
 
     steps_this_call = 0
+    unverified: dict | None = None
+    """A due checkpoint, written only once the next step's loss shows its weights are sound: a step with a
+    finite loss can still leave diverged weights (a huge learning rate), and the NaN only shows next step."""
+    interrupted = _SigintFlag() if runtime.is_main else None
     pending: dict[str, float] = {}
     pending_steps = 0
     module.train()
@@ -295,12 +326,16 @@ def fit(
                     loss, scalars, images = trained(batch, generator)
                 if not torch.isfinite(loss):
                     ids = batch.get("id", [])
-                    kept = last_path if last_path.is_file() else "none yet"
+                    kept = last_path if last_path.is_file() else "none yet (the stage restarts from its start)"
                     raise NonFiniteLossError(
                         f"{module.name}: loss became {loss.item()} at step {step} "
-                        f"(epoch {epoch}, batch {skip}; samples: {', '.join(map(str, ids))}); "
-                        f"last good checkpoint kept: {kept}"
+                        f"(epoch {epoch}, batch {step % batches_per_epoch}; samples: {', '.join(map(str, ids))}); "
+                        f"last good checkpoint kept: {kept}; lower train.learning_rate or set train.grad_clip "
+                        "and run again to resume from it"
                     )
+                if unverified is not None:
+                    save(last_path, unverified)
+                    unverified = None
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if train_cfg.grad_clip > 0:
@@ -339,18 +374,24 @@ def fit(
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-                if step % train_cfg.checkpoint_every == 0 and step < max_steps:
-                    save(last_path)
+                if step % train_cfg.checkpoint_every == 0 and step < max_steps and runtime.is_main:
+                    unverified = snapshot()
                 if after_step is not None:
                     paused = time.time()
                     after_step(step, module, paused - start_time)
                     start_time += time.time() - paused
                     module.train()
+                if interrupted is not None and interrupted.raised:
+                    break
                 if step >= max_steps or (stop_after is not None and steps_this_call >= stop_after):
                     break
             if stop_after is not None and steps_this_call >= stop_after:
                 break
+            if interrupted is not None and interrupted.raised:
+                break
     finally:
+        if interrupted is not None:
+            interrupted.restore()
         if bar is not None:
             bar.close()
         if writer is not None:
@@ -360,10 +401,47 @@ def fit(
 
     save(last_path)
     if step >= max_steps:
-        save(final_path)
+        save(final_path, with_optimizer=False)
+    if interrupted is not None and interrupted.raised:
+        log.warning("%s: interrupted; saved %s at step %d: run the same command again to resume", module.name,
+                    last_path, step)
+        raise KeyboardInterrupt
     if runtime.world_size > 1:
         dist.barrier()
     return final_path if step >= max_steps else last_path
+
+
+def _cpu_copy(value):
+    """``value`` with every tensor cloned to the CPU (dicts and lists copied)."""
+    if torch.is_tensor(value):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
+class _SigintFlag:
+    """While training, the first Ctrl-C (SIGINT) only sets ``raised``: the loop finishes its step, saves a
+    resumable checkpoint and then stops. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+        log.warning("interrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)")
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def read_loss_log(run_dir: str | Path, stage: str) -> list[dict[str, float]]:
