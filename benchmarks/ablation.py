@@ -1,14 +1,17 @@
-"""Ablation on the synthetic world: every component switched on alone and all together.
+"""Ablation on the synthetic world: every component switched on alone and all together, per seed.
 
 Rows (METHOD.md "Training recipe"): single-frame, ManyDepth-style baseline, +mask, +MSFF, +RKD, full.
-All multi-frame rows start from the same pretrain checkpoint (M0, S0, pose), use the same masks and
-the same robust teacher, and train the student stage for the same number of steps, so they differ
-only in their switches. Results: AbsRel etc. over all, static and moving pixels of the test
-sequence, and the mask's IoU/precision/recall against the true motion masks.
+Per seed, all rows share one pretrain stage (S0, M0, pose) and one set of masks; every row's frozen
+teacher is trained for the same ``train.teacher_steps``: the robust S* (with the depth inconsistency
+mask) for the rows that use the masks, a plain teacher (S0 trained on without masks) for the others;
+every student trains ``train.student_steps``. So no row gets extra steps and the rows differ only in
+their switches. The single-frame row is the plain teacher (S0 after the same pretrain + teacher steps).
+Scores: AbsRel over all / static / moving pixels and d<1.25 of the test split, mean and spread
+(min-max) over the seeds; the mask's IoU against the true motion on the training frames.
 
-    python benchmarks/ablation.py --out benchmarks/results [key=value overrides]
+    python benchmarks/ablation.py --seeds 0 1 [--threads 1] [key=value overrides]
 
-Writes ``ablation.json`` and ``ablation.md`` to ``--out``; the run directories go to ``--runs``.
+Writes ``ablation.json`` and ``ablation.md`` to ``--out``; run directories go to ``--runs``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mfdepth.config import load_config, to_dict
@@ -34,60 +39,91 @@ ROWS = {
     "+RKD": ["loss.dynamic_mask=false", "model.msff=false", "loss.distillation=true"],
     "full": ["loss.dynamic_mask=true", "model.msff=true", "loss.distillation=true"],
 }
-METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1")
+UNMASKED = ["loss.dynamic_mask=false", "loss.distillation=false"]
+SCORES = (("all", "abs_rel"), ("static", "abs_rel"), ("moving", "abs_rel"), ("all", "a1"))
 
 
-def main() -> None:
+def _copy(source_dir: Path, row_dir: Path, teacher_dir: Path | None, with_masks: bool) -> None:
+    """Give ``row_dir`` the shared pretrain checkpoint (and the two-view prior), a teacher, the masks."""
+    (row_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for stage, folder in (("pretrain", source_dir), ("teacher", teacher_dir)):
+        if folder is None:
+            continue
+        target = checkpoint_paths(row_dir, stage)[0]
+        if not target.exists():
+            shutil.copy2(checkpoint_paths(folder, stage)[0], target)
+    if with_masks and not (row_dir / "masks").exists():
+        shutil.copytree(source_dir / "masks", row_dir / "masks")
+    for name in ("pose_prior.npz",):
+        if (source_dir / name).exists() and not (row_dir / name).exists():
+            shutil.copy2(source_dir / name, row_dir / name)
+
+
+def run_seed(args, seed: int, data_root: str) -> tuple[dict, dict, dict]:
+    runs = Path(args.runs) / f"seed{seed}"
+    common = [*args.overrides, f"train.seed={seed}"]
+    shared, plain = runs / "shared", runs / "plain_teacher"
+    timings = {}
+    base = load_config(args.config, [f"run_dir={shared}", *common])
+    for stage in ("pretrain", "masks", "teacher"):
+        began = time.time()
+        run_stage(stage, base, shared, progress=False)
+        timings[stage] = time.time() - began
+    # The plain teacher: same start (S0, pose), same steps, no masks.
+    plain_config = load_config(args.config, [f"run_dir={plain}", *common, *UNMASKED])
+    _copy(shared, plain, None, with_masks=False)
+    began = time.time()
+    run_stage("teacher", plain_config, plain, progress=False)
+    timings["plain teacher"] = time.time() - began
+
+    data = [f"data.root={data_root}"]
+    results = {"single-frame": evaluate_checkpoint(checkpoint_paths(plain, "teacher")[0], network="single",
+                                                   overrides=data, progress=False).result.to_dict()}
+    for name, switches in ROWS.items():
+        row_dir = runs / name.split()[0].replace("+", "plus_").lower()
+        config = load_config(args.config, [f"run_dir={row_dir}", *common, *switches])
+        masked = config.loss.dynamic_mask or config.loss.distillation
+        _copy(shared, row_dir, shared if masked else plain, with_masks=masked)
+        began = time.time()
+        run_stage("student", config, row_dir, progress=False)
+        timings[name] = time.time() - began
+        results[name] = evaluate_checkpoint(checkpoint_paths(row_dir, "student")[0], network="multi",
+                                            overrides=data, progress=False).result.to_dict()
+        print(f"seed {seed} {name}: AbsRel {results[name]['metrics']['all']['abs_rel']:.3f}", flush=True)
+    masks = json.loads((shared / "masks" / "summary.json").read_text())
+    return results, masks, timings
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--runs", default="runs/ablation")
     parser.add_argument("--config", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-
-    runs = Path(args.runs)
-    shared = runs / "shared"
-    base = load_config(args.config, [f"run_dir={shared}", *args.overrides])
-    timings = {}
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = load_config(args.config, list(args.overrides))
     start = time.time()
-    for stage in ("pretrain", "masks", "teacher"):
-        began = time.time()
-        run_stage(stage, base, shared)
-        timings[stage] = time.time() - began
+    per_seed, masks, timings = {}, {}, {}
+    for seed in args.seeds:
+        per_seed[seed], masks[seed], timings[seed] = run_seed(args, seed, base.data.root)
 
-    results = {}
-    single = evaluate_checkpoint(checkpoint_paths(shared, "pretrain")[0], network="single",
-                                 overrides=[f"data.root={base.data.root}"])
-    results["single-frame (S0)"] = single.result.to_dict()
-    for name, switches in ROWS.items():
-        row_dir = runs / name.split()[0].replace("+", "plus_").lower()
-        (row_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for stage in ("pretrain", "teacher"):
-            source = checkpoint_paths(shared, stage)[0]
-            target = checkpoint_paths(row_dir, stage)[0]
-            if not target.exists():
-                shutil.copy2(source, target)
-        if not (row_dir / "masks").exists():
-            shutil.copytree(shared / "masks", row_dir / "masks")
-        config = load_config(args.config, [f"run_dir={row_dir}", *args.overrides, *switches])
-        began = time.time()
-        run_stage("student", config, row_dir)
-        timings[name] = time.time() - began
-        evaluation = evaluate_checkpoint(checkpoint_paths(row_dir, "student")[0], network="multi",
-                                         overrides=[f"data.root={base.data.root}"])
-        results[name] = evaluation.result.to_dict()
-    masks = json.loads((shared / "masks" / "summary.json").read_text())
-    timings["total"] = time.time() - start
+    def values(name, row, key):
+        out = [(per_seed[s][name]["metrics"].get(row) or {}).get(key) for s in args.seeds]
+        return [v for v in out if v is not None]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
-        "rows": results,
-        "masks": masks,
-        "seconds": timings,
+        "seeds": {str(s): {"rows": per_seed[s], "masks": masks[s], "seconds": timings[s]} for s in args.seeds},
         "config": to_dict(base),
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "command": "python benchmarks/ablation.py " + " ".join(args.overrides),
+        "command": "python benchmarks/ablation.py " + " ".join(argv),
+        "minutes": (time.time() - start) / 60,
     }
     (out / "ablation.json").write_text(json.dumps(payload, indent=2))
 
@@ -95,32 +131,27 @@ def main() -> None:
     lines = [
         "# Ablation on the synthetic world",
         "",
-        f"Budget: pretrain {t.pretrain_steps} steps, teacher {t.teacher_steps}, student {t.student_steps} per row; "
-        f"batch {t.batch_size}, {base.data.height}x{base.data.width}, {base.model.num_depth_bins} hypotheses; "
-        f"{platform.machine()} CPU, {torch.get_num_threads()} threads; {timings['total'] / 60:.1f} min in all.",
+        f"Budget per seed: pretrain {t.pretrain_steps} steps (the first {t.warmup_steps} single-frame + pose only), "
+        f"teacher {t.teacher_steps} (robust S* for the masked rows, a plain teacher for the others), student "
+        f"{t.student_steps} per row; batch {t.batch_size}, {base.data.height}x{base.data.width}, "
+        f"{base.model.num_depth_bins} hypotheses; seeds {', '.join(map(str, args.seeds))}; {platform.machine()} CPU, "
+        f"{torch.get_num_threads()} threads; {payload['minutes']:.0f} min in all. Cells: mean over the seeds "
+        "[min, max].",
         "",
-        "| row | AbsRel all | AbsRel static | AbsRel moving | RMSE all | RMSE moving | d<1.25 all | d<1.25 moving |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | AbsRel all | AbsRel static | AbsRel moving | d<1.25 all |",
+        "|---|---|---|---|---|",
     ]
-
-    def fmt(value):
-        return "undefined" if value is None else f"{value:.3f}"
-
-    def cell(result, row, key):
-        value = (result["metrics"].get(row) or {}).get(key)
-        return "-" if value is None else f"{value:.3f}"
-
-    for name, result in results.items():
-        lines.append(
-            f"| {name} | {cell(result, 'all', 'abs_rel')} | {cell(result, 'static', 'abs_rel')} | "
-            f"{cell(result, 'moving', 'abs_rel')} | {cell(result, 'all', 'rmse')} | {cell(result, 'moving', 'rmse')} | "
-            f"{cell(result, 'all', 'a1')} | {cell(result, 'moving', 'a1')} |"
-        )
+    for name in per_seed[args.seeds[0]]:
+        cells = []
+        for row, key in SCORES:
+            v = values(name, row, key)
+            cells.append(f"{np.mean(v):.3f} [{min(v):.3f}, {max(v):.3f}]" if v else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ious = [masks[s].get("iou") for s in args.seeds]
     lines += [
         "",
-        f"Depth inconsistency mask on the training frames: IoU {fmt(masks.get('iou'))}, "
-        f"precision {fmt(masks.get('precision'))}, recall {fmt(masks.get('recall'))}, "
-        f"{masks['masked_fraction']:.2%} of pixels masked.",
+        "Depth inconsistency mask on the training frames (IoU against the true motion): "
+        + ", ".join(f"seed {s}: {'undefined' if v is None else f'{v:.3f}'}" for s, v in zip(args.seeds, ious)),
         "",
         f"Command: `{payload['command']}`",
         "",

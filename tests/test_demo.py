@@ -10,15 +10,21 @@ def test_demo_writes_report_with_metrics_and_figures(tmp_path, capsys):
     code = main([
         "demo", "--quiet", "--run-dir", str(run_dir), "--data", str(world),
         "data.synth_preset=tiny", "data.num_workers=0", "model.num_depth_bins=8", "train.batch_size=2",
-        "train.pretrain_steps=2", "train.teacher_steps=1", "train.student_steps=2",
+        "train.pretrain_steps=2", "train.warmup_steps=1", "train.pose_prior_steps=1", "train.teacher_steps=1",
+        "train.student_steps=2",
     ])
     assert code == 0
     report = run_dir / "report"
-    for name in ("report.md", "depth_baseline_vs_full.png", "mask_vs_true_motion.png", "loss_curves.png"):
+    for name in ("report.md", "depth_baseline_vs_full.png", "mask_vs_true_motion.png", "loss_curves.png",
+                 "convergence.png"):
         assert (report / name).stat().st_size > 0, name
     metrics = json.loads((report / "metrics.json").read_text())
     rows = [k for k in metrics if k not in ("masks", "poses", "seconds")]
-    assert len(rows) == 4
+    assert len(rows) == 5  # S0, M0, S*, M, and M made metric by the camera height
+    assert any("camera height" in row and not metrics[row]["median_scaling"] for row in rows)
+    curve = json.loads((report / "convergence.json").read_text())
+    stages = [point["stage"] for point in next(iter(curve["runs"].values()))]
+    assert stages == ["pretrain", "teacher", "student"]  # the last step of every training stage is scored
     for row in rows:
         result = metrics[row]
         assert result["num_evaluated"] == result["num_frames"] > 0

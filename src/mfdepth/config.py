@@ -68,9 +68,9 @@ class ModelConfig:
     pretrained_weights: str | None = None
     """Path to a torchvision ResNet state dict (ImageNet) to initialise the encoders; None = from scratch."""
     num_depth_bins: int = 48
-    min_depth: float = 0.1
+    min_depth: float = 0.01
     max_depth: float = 100.0
-    initial_depth: float | None = None
+    initial_depth: float | None = 0.2
     """Depth (metres) the untrained depth nets start at, by the bias of their sigmoid output; None =
     the sigmoid's midpoint (about 2 * min_depth). Lets min_depth go lower without changing the start."""
     msff: bool = True
@@ -146,19 +146,19 @@ class TrainConfig:
     """step (10x drops every lr_decay_step) or cosine (from learning_rate down to 1% over each stage)."""
     lr_warmup_steps: int = 0
     """Linear learning-rate warm-up from 0 over the first steps of each stage."""
-    warmup_steps: int = 0
+    warmup_steps: int = 250
     """Pretrain stage: the single-frame and pose nets train alone this many steps before the
     multi-frame net joins (its cost volume needs a sensible pose and depth range first)."""
     multi_trains_pose: bool = False
     """Pretrain stage: the multi-frame net's photometric loss also trains the pose net (ManyDepth).
     Off: the pose net learns from the single-frame net's loss (and the prior) only, so a multi-frame
     net that has just joined with a random decoder cannot pull the shared pose away."""
-    pose_prior_steps: int = 0
+    pose_prior_steps: int = 250
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
-    pretrain_steps: int = 160
-    teacher_steps: int = 80
-    student_steps: int = 160
+    pretrain_steps: int = 500
+    teacher_steps: int = 250
+    student_steps: int = 400
     seed: int = 0
     accelerator: str = "auto"
     """auto, cpu or gpu."""

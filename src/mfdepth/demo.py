@@ -67,6 +67,8 @@ def _metric_row(name: str, result, row: str) -> str:
     return f"| {name} | {row} | " + " | ".join(cells) + " |"
 
 
+METRIC_ROW = "full method (M), metric: camera height, no median scaling"
+
 # (row name, stage checkpoint) of the pose table: P after pretraining, and the frozen P the student uses.
 POSE_MODELS = (("pose net after pretrain", "pretrain"), ("pose net of the teacher and student", "student"))
 
@@ -188,7 +190,7 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
     from mfdepth.evaluation.convergence import ConvergenceJudge
     from mfdepth.evaluation.poses import evaluate_poses
     from mfdepth.evaluation.runner import evaluate_checkpoint
-    from mfdepth.synth import ensure_world
+    from mfdepth.synth import CAMERA_HEIGHT, ensure_world
     from mfdepth.training.loop import checkpoint_paths
     from mfdepth.training.recipe import run_stage
 
@@ -205,8 +207,10 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
         if stage == "masks":
             run_stage(stage, config, run_dir, progress=progress)
         else:
+            total = getattr(config.train, f"{stage}_steps")
+            seconds_before = sum(timings.values()) - timings["render world"]
             run_stage(stage, config, run_dir, progress=progress,
-                      after_step=_curve_recorder(judge, history, stage, sum(timings.values()) - timings["render world"]))
+                      after_step=_curve_recorder(judge, history, stage, total, seconds_before))
         timings[stage] = time.time() - began
     began = time.time()
     data = [f"data.root={config.data.root}"]
@@ -216,6 +220,11 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
         evaluations[name] = evaluate_checkpoint(
             checkpoint, network=network, overrides=data, keep_examples=4, progress=progress,
         )
+    # Metric depth with no ground truth at all: the world's camera height fixes the scale.
+    evaluations[METRIC_ROW] = evaluate_checkpoint(
+        checkpoint_paths(run_dir, "student")[0], network="multi", overrides=data, progress=progress,
+        camera_height=CAMERA_HEIGHT,
+    )
     poses = {name: evaluate_poses(checkpoint_paths(run_dir, stage)[0], overrides=data) for name, stage in POSE_MODELS}
     timings["evaluate"] = time.time() - began
     mask_summary = json.loads((run_dir / "masks" / "summary.json").read_text())
@@ -228,11 +237,12 @@ CURVE_EVERY = 50
 """Steps between two evaluations of the test split during the demo's training (about a second each)."""
 
 
-def _curve_recorder(judge, history: list, stage: str, seconds_before: float):
-    """An ``after_step`` callback that scores the stage's networks every :data:`CURVE_EVERY` steps."""
+def _curve_recorder(judge, history: list, stage: str, total_steps: int, seconds_before: float):
+    """An ``after_step`` callback that scores the stage's networks every :data:`CURVE_EVERY` steps
+    and after its last step."""
 
     def record(step, module, seconds):
-        if step % CURVE_EVERY:
+        if step % CURVE_EVERY and step != total_steps:
             return
         with_multi = getattr(module, "multi_active", lambda step: True)(step)
         row = {"stage": stage, "step": step, "seconds": round(seconds_before + seconds, 1)}

@@ -146,8 +146,9 @@ def plot_curves(payload: dict, path: Path) -> None:
             points = [(r["seconds"], r[key]["abs_rel"]) for r in history if r.get(key)]
             if points:
                 axes[0].plot(*zip(*points), style, label=f"seed {seed} {key}")
-        points = [(r["seconds"], r["pose_direction_deg"]) for r in history]
-        axes[1].plot(*zip(*points), label=f"seed {seed}")
+        points = [(r["seconds"], r["pose_direction_deg"]) for r in history if math.isfinite(r["pose_direction_deg"])]
+        if points:
+            axes[1].plot(*zip(*points), label=f"seed {seed}")
     for name, style in (("constant", ":"), ("per_row_prior", "-.")):
         axes[0].axhline(payload["baselines"][name]["all"], color="grey", linestyle=style, label=name)
     axes[0].set(xlabel="training seconds (2 CPU cores)", ylabel="AbsRel (test, median-scaled)", ylim=(0, 1.2),
