@@ -470,3 +470,39 @@ def test_final_checkpoints_are_small_and_stale_temporaries_are_removed(tiny_worl
     longer = tiny(tiny_world, run_dir, "train.pretrain_steps=3")
     run_stage("pretrain", longer, run_dir, progress=False)
     assert load_checkpoint(final)["step"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# (9) A bad file read in a DataLoader worker is the same one line as without workers
+
+
+def test_worker_errors_are_the_same_line_as_without_workers(capsys, tiny_world, tmp_path):
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    frames = sorted(world.rglob("image_02/data/*.png"))
+    assert frames
+    for frame in frames:
+        frame.write_bytes(frame.read_bytes()[:64])  # truncated: cannot be decoded
+    lines = {}
+    for workers in (0, 1):
+        run_dir = tmp_path / f"run{workers}"
+        lines[workers] = one_line_error(
+            capsys, ["train", "--quiet", "--stage", "pretrain", "--run-dir", str(run_dir), *TINY,
+                     f"data.root={world}", f"data.num_workers={workers}"],
+        )
+    assert lines[1] == lines[0]
+    assert "cannot decode image" in lines[0] and str(world) in lines[0] and "DataLoader worker" not in lines[0]
+
+
+def test_unwrap_worker_error_leaves_other_errors_alone():
+    from mfdepth.data.errors import DataError, unwrap_worker_error
+
+    wrapped = DataError(
+        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nmfdepth.data.errors.DataError: cannot decode image a.png (bad); fix it'
+    )
+    unwrapped = unwrap_worker_error(wrapped)
+    assert isinstance(unwrapped, DataError) and str(unwrapped) == "cannot decode image a.png (bad); fix it"
+    assert unwrap_worker_error(DataError("cannot decode image a.png")) is None

@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except _user_errors() as err:
-        print(f"mfdepth {args.command}: error: {err}", file=sys.stderr)
+        from mfdepth.data.errors import unwrap_worker_error
+
+        print(f"mfdepth {args.command}: error: {unwrap_worker_error(err) or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mfdepth {args.command}: interrupted", file=sys.stderr)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mfdepth.data.base import collate_samples
+from mfdepth.data.errors import DataError, unwrap_worker_error
 from mfdepth.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -389,6 +390,12 @@ def fit(
                 break
             if interrupted is not None and interrupted.raised:
                 break
+    except (DataError, OSError) as err:
+        # A bad file read by a DataLoader worker: the same one line as with data.num_workers=0.
+        original = unwrap_worker_error(err)
+        if original is None:
+            raise
+        raise original from None
     finally:
         if interrupted is not None:
             interrupted.restore()
