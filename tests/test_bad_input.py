@@ -506,3 +506,37 @@ def test_unwrap_worker_error_leaves_other_errors_alone():
     unwrapped = unwrap_worker_error(wrapped)
     assert isinstance(unwrapped, DataError) and str(unwrapped) == "cannot decode image a.png (bad); fix it"
     assert unwrap_worker_error(DataError("cannot decode image a.png")) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# (11) Resuming with another model is refused before the run directory changes
+
+
+@pytest.mark.parametrize("change, key", [("model.msff=false", "model.msff"),
+                                         ("model.encoder_layers=50", "model.encoder_layers"),
+                                         ("model.num_depth_bins=16", "model.num_depth_bins")])
+def test_resuming_with_a_changed_model_is_refused_and_changes_nothing(capsys, tiny_world, tmp_path, change, key):
+    from mfdepth.training.recipe import run_stage
+
+    run_dir = tmp_path / "run"
+    config = tiny(tiny_world, run_dir, "train.pretrain_steps=3")
+    run_stage("pretrain", config, run_dir, progress=False, stop_after=1)
+    before = snapshot(run_dir)
+    for command in (["train", "--stage", "pretrain"], ["masks"]):
+        message = one_line_error(capsys, [*command, "--quiet", "--run-dir", str(run_dir), *TINY,
+                                          f"data.root={tiny_world}", "train.pretrain_steps=3", change])
+        assert "pretrain-last.ckpt" in message and key in message and "--run-dir" in message
+        assert snapshot(run_dir) == before  # config.yaml and the checkpoints are untouched
+
+
+def test_later_stages_may_change_the_model_on_an_earlier_stages_checkpoints(tiny_world, tmp_path):
+    from mfdepth.cli import UserError
+    from mfdepth.training.command import check_resume
+    from mfdepth.training.recipe import run_stage
+
+    run_dir = tmp_path / "run"
+    config = tiny(tiny_world, run_dir, "train.pretrain_steps=1")
+    run_stage("pretrain", config, run_dir, progress=False)
+    check_resume(tiny(tiny_world, run_dir, "model.msff=false"), ("student",))  # an ablation's student: allowed
+    with pytest.raises(UserError, match="model.encoder_layers"):
+        check_resume(tiny(tiny_world, run_dir, "model.encoder_layers=50"), ("student",))

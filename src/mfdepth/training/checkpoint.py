@@ -76,13 +76,16 @@ def non_finite_entries(checkpoint: dict[str, Any]) -> list[str]:
     return bad
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``); ``mmap`` maps the
+    tensors instead of reading them (fast when only the metadata is wanted)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise CheckpointError(
             f"cannot read checkpoint {path}: {_unreadable_reason(path, err)}; give a checkpoint written by "

@@ -23,6 +23,38 @@ def resolve_config(args):
     return load_config(args.config, overrides)
 
 
+RESUMABLE_MODEL_CHANGES = ("pretrained_weights",)
+"""Model settings a run may change between calls (they only initialise a network that is then trained)."""
+
+
+def check_resume(config, stages: tuple[str, ...]) -> None:
+    """Refuse, before anything in the run directory is rewritten, to resume or reuse checkpoints of ``stages``
+    that were trained with other model settings (mixing architectures silently, or failing with a
+    size-mismatch traceback); the encoder depth, which every later stage inherits, must match for every
+    checkpoint of the run."""
+    from mfdepth.cli import UserError
+    from mfdepth.config import to_dict
+    from mfdepth.training.checkpoint import load_checkpoint
+    from mfdepth.training.loop import checkpoint_paths
+    from mfdepth.training.recipe import STAGES
+
+    new = to_dict(config)["model"]
+    for stage in STAGES:
+        for path in checkpoint_paths(config.run_dir, stage):
+            if not path.is_file():
+                continue
+            old = load_checkpoint(path, mmap=True)["meta"].get("config", {}).get("model", {})
+            keys = [k for k in new if k not in RESUMABLE_MODEL_CHANGES] if stage in stages else ["encoder_layers"]
+            changed = [k for k in keys if k in old and old[k] != new[k]]
+            if changed:
+                key = changed[0]
+                raise UserError(
+                    f"{path} was trained with model.{key}={old[key]!r}, not {new[key]!r}: drop the change to resume "
+                    f"this run (its config.yaml is unchanged), or give a new --run-dir for the changed model"
+                )
+            break
+
+
 def add_arguments(parser) -> None:
     parser.add_argument(
         "--stage", default="all", choices=["all", "pretrain", "masks", "teacher", "student"],
@@ -33,10 +65,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mfdepth.training.recipe import run_stage
+    from mfdepth.training.recipe import STAGES, run_stage
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = resolve_config(args)
+    check_resume(config, STAGES if args.stage == "all" else (args.stage,))
     result = run_stage(args.stage, config, config.run_dir, progress=not args.quiet)
     print(f"{args.stage}: done -> {result}")
     return 0
