@@ -540,3 +540,34 @@ def test_later_stages_may_change_the_model_on_an_earlier_stages_checkpoints(tiny
     check_resume(tiny(tiny_world, run_dir, "model.msff=false"), ("student",))  # an ablation's student: allowed
     with pytest.raises(UserError, match="model.encoder_layers"):
         check_resume(tiny(tiny_world, run_dir, "model.encoder_layers=50"), ("student",))
+
+
+# ---------------------------------------------------------------------------------------------
+# (12) The default synthetic dataset never fills the user's own folder
+
+
+def test_a_forgotten_data_dataset_does_not_render_into_the_users_folder(capsys, tmp_path):
+    from PIL import Image
+
+    mine = tmp_path / "my_frames"
+    mine.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 32)).save(mine / f"{i}.png")
+    before = snapshot(mine)
+    message = one_line_error(capsys, ["train", "--quiet", "--run-dir", str(tmp_path / "run"), *TINY,
+                                      f"data.root={mine}"])
+    assert str(mine) in message and "data.dataset" in message and "world.json" in message
+    assert snapshot(mine) == before
+
+
+def test_a_new_folder_gets_the_world_with_a_word_said(tmp_path, caplog):
+    from mfdepth.data.factory import ensure_synthetic_world
+
+    root = tmp_path / "typo"
+    with caplog.at_level("WARNING"):
+        ensure_synthetic_world(root, "tiny")
+    assert (root / "world.json").is_file() and "rendering" in caplog.text and str(root) in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        ensure_synthetic_world(root, "tiny")  # a world already there: nothing to say
+    assert "rendering" not in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from mfdepth.config import DataConfig
@@ -11,16 +12,37 @@ from mfdepth.data.splits import SPLIT_FILES, resolve_split_file
 
 DATASETS = ("synthetic", "kitti", "cityscapes", "ddad", "folder")
 
+log = logging.getLogger(__name__)
+
 
 def ensure_synthetic_world(root: str | Path, preset: str) -> None:
-    """Render the synthetic world into ``root`` unless it is already there."""
+    """Render the synthetic world into ``root`` unless it is already there.
+
+    A world is rendered only into a folder that holds one already, the default ``data/synthetic``, or a
+    new or empty folder (and that is logged): a ``data.root`` meant for the user's own data (a forgotten
+    ``data.dataset``) is refused rather than filled with a synthetic world.
+    """
     try:
         from mfdepth.synth import ensure_world
+        from mfdepth.synth.writer import WORLD_FILE
     except ImportError as err:
         raise DataError(
             f"the synthetic world generator mfdepth.synth is not available ({err}); set data.dataset to a "
             "dataset on disk"
         ) from None
+    root = Path(root)
+    if not (root / WORLD_FILE).is_file():
+        occupied = root.exists() and (not root.is_dir() or any(root.iterdir()))
+        if occupied and root != Path(DataConfig.root):
+            raise DataError(
+                f"data.root {root} holds other files but no synthetic world ({WORLD_FILE}); for your own data "
+                "set data.dataset (kitti, cityscapes, ddad or folder), or give a new or empty folder to render "
+                "the synthetic world into"
+            )
+        log.warning(
+            "data.root %s holds no synthetic world: rendering the '%s' preset into it (data.dataset=synthetic; "
+            "set data.dataset for your own data)", root, preset,
+        )
     ensure_world(root, preset)
 
 
@@ -70,7 +92,8 @@ def build_dataset(
         ensure_synthetic_world(root, data_cfg.synth_preset)
     if not root.exists():
         raise DataError(
-            f"data root not found: {root}; set data.root (or --data) to the {kind} dataset folder"
+            f"data root not found: {root}; set data.root=PATH to the {kind} dataset folder "
+            "(or data.dataset to your kind of data)"
         )
 
     if kind in ("kitti", "synthetic"):
