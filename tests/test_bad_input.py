@@ -571,3 +571,51 @@ def test_a_new_folder_gets_the_world_with_a_word_said(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         ensure_synthetic_world(root, "tiny")  # a world already there: nothing to say
     assert "rendering" not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# (10) Paths and disks: one line with the fix instead of a traceback
+
+
+def test_unwritable_paths_are_one_line(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    message = one_line_error(capsys, ["train", "--quiet", "--run-dir", str(blocker / "run"), *TINY,
+                                      f"data.root={tmp_path / 'world'}"])
+    assert str(blocker) in message and "give another path" in message
+    assert blocker.read_text() == "not a folder"
+    # predict --out naming a file: tests/inference/test_inference_inputs.py::test_out_naming_a_file
+
+
+def test_config_folder_and_missing_pretrained_weights_are_named(capsys, tmp_path):
+    message = one_line_error(capsys, ["train", "--config", str(tmp_path)])
+    assert "is a folder" in message and "YAML file" in message
+    missing = tmp_path / "resnet18.pth"
+    message = one_line_error(capsys, ["train", "--run-dir", str(tmp_path / "run"), f"model.pretrained_weights={missing}"])
+    assert "model.pretrained_weights" in message and str(missing) in message and "null" in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter "
+                                                  "failed writing file data/0: file write failed")])
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
+    import torch
+
+    from mfdepth.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoints" / "pretrain-last.ckpt"
+    save_checkpoint(path, {"models": {"a": {"w": torch.ones(3)}}, "meta": {}, "step": 1})
+
+    def full_disk(obj, handle, *args, **kwargs):
+        handle.write(b"\0" * 100)
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, {"models": {"a": {"w": torch.zeros(3)}}, "meta": {}, "step": 2})
+    message = str(info.value)
+    assert str(path) in message and "free disk space" in message and "\n" not in message
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["pretrain-last.ckpt"]  # no temp file left

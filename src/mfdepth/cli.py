@@ -9,6 +9,7 @@ only once its command works end to end. Modules are imported when the command li
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -41,6 +42,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, UserError, FileNotFoundError, DataError, CheckpointError, NonFiniteLossError)
 
 
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free disk space (or write elsewhere) and run again; training resumes from its last checkpoint",
+    errno.EDQUOT: "free space within your disk quota (or write elsewhere) and run again",
+    errno.EROFS: "the file system is read-only: give a writable --run-dir / run_dir or --out",
+    errno.EACCES: "no permission: give a folder you can write (--run-dir / run_dir, --out) or read",
+    errno.EPERM: "no permission: give a folder you can write (--run-dir / run_dir, --out) or read",
+    errno.ENOTDIR: "a file stands where a folder is needed: give another path",
+    errno.EEXIST: "a file of that name exists where a folder is needed: give another path",
+    errno.EISDIR: "that is a folder, not a file: give the file's path",
+}
+"""Operating-system errors caused by the user's paths or disk, shown as one line with the fix."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mfdepth",
@@ -68,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         from mfdepth.data.errors import unwrap_worker_error
 
         print(f"mfdepth {args.command}: error: {unwrap_worker_error(err) or err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # FileNotFoundError is handled above
+        hint = _OS_ERROR_HINTS.get(err.errno)
+        if hint is None:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mfdepth {args.command}: error: {where}{err.strerror or err}; {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mfdepth {args.command}: interrupted", file=sys.stderr)

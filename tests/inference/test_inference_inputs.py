@@ -106,3 +106,13 @@ def test_checkpoint_of_another_architecture(capsys, tmp_path, checkpoint):
     torch.save(state, tmp_path / "old.ckpt")
     message = _error(capsys, ["export", "--checkpoint", str(tmp_path / "old.ckpt"), "--out", str(tmp_path / "m.onnx")])
     assert "old.ckpt" in message and "missing reduce." in message and "retrain" in message
+
+
+def test_out_naming_a_file(capsys, tmp_path, checkpoint):
+    blocker = tmp_path / "depth.png"
+    blocker.write_text("not a folder")
+    message = _error(capsys, ["predict", "--pair", str(PAIR / "test_sequence_source.jpg"),
+                              str(PAIR / "test_sequence_target.jpg"), "--checkpoint", str(checkpoint), "--quiet",
+                              "--out", str(blocker)])
+    assert str(blocker) in message and "another path" in message
+    assert blocker.read_text() == "not a folder"

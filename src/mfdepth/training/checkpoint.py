@@ -39,16 +39,26 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     ``path``: a run killed mid-write leaves the previous checkpoint intact, never half a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror}; choose a writable run_dir") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(checkpoint, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp_name).unlink(missing_ok=True)
+        # torch reports a failed write (a full disk) as a RuntimeError from its zip writer.
+        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "write" in str(err).lower()):
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {reason} (disk full?); free disk space or choose another "
+                "run_dir, then run again to resume (the previous checkpoint is kept)"
+            ) from None
         raise
     return path
 

@@ -15,12 +15,24 @@ def add_config_arguments(parser) -> None:
 
 
 def resolve_config(args):
+    from pathlib import Path
+
+    from mfdepth.cli import UserError
     from mfdepth.config import load_config
 
+    if args.config and Path(args.config).is_dir():
+        raise UserError(f"--config {args.config} is a folder: give a YAML file, e.g. configs/synthetic.yaml")
     overrides = list(args.overrides)
     if args.run_dir:
         overrides.append(f"run_dir={args.run_dir}")
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    weights = config.model.pretrained_weights
+    if weights and not Path(weights).is_file():
+        raise UserError(
+            f"model.pretrained_weights: {weights} not found; give a torchvision ResNet state dict (.pth) or "
+            "model.pretrained_weights=null to train from scratch"
+        )
+    return config
 
 
 RESUMABLE_MODEL_CHANGES = ("pretrained_weights",)
