@@ -116,3 +116,9 @@ def test_out_naming_a_file(capsys, tmp_path, checkpoint):
                               "--out", str(blocker)])
     assert str(blocker) in message and "another path" in message
     assert blocker.read_text() == "not a folder"
+
+
+def test_exporting_a_single_frame_checkpoint_suggests_network_single(capsys, tmp_path):
+    teacher = make_checkpoint(tmp_path / "pretrain.ckpt", stage="pretrain")
+    message = _error(capsys, ["export", "--checkpoint", str(teacher), "--out", str(tmp_path / "m.onnx")])
+    assert str(teacher) in message and "no multi-frame network" in message and "--network single" in message

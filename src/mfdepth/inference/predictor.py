@@ -90,7 +90,8 @@ class DepthPredictor:
         self.multi = self.pose = self.single = None
         if network == "multi":
             if "multi" not in models or "pose" not in models:
-                raise CheckpointError(f"{checkpoint} holds no multi-frame network (stage {meta.get('stage')})")
+                hint = "; use --network single" if ("teacher" in models or "single" in models) else ""
+                raise CheckpointError(f"{checkpoint} holds no multi-frame network (stage {meta.get('stage')}){hint}")
             self.multi = build_multi(self.config, msff=bool(meta.get("msff", self.config.model.msff)))
             _load_weights(self.multi, models["multi"], "multi", checkpoint, meta)
             self.pose = build_pose(self.config)
