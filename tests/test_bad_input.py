@@ -351,6 +351,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(capsys, tmp_path, kin
 TINY = [
     "data.synth_preset=tiny", "data.height=64", "data.width=192", "data.num_workers=0", "model.num_depth_bins=8",
     "train.batch_size=2", "train.pretrain_steps=2", "train.teacher_steps=2", "train.student_steps=2",
+    "train.warmup_steps=1", "train.pose_prior_steps=1",
     "train.checkpoint_every=1", "train.log_every=1",
 ]
 
@@ -427,11 +428,11 @@ def test_sigint_saves_a_resumable_checkpoint(tiny_world, tmp_path):
     from mfdepth.training.checkpoint import load_checkpoint
     from mfdepth.training.recipe import run_stage
 
-    straight = tiny(tiny_world, tmp_path / "straight", "train.checkpoint_every=50", "model.range_from_teacher=false")
+    straight = tiny(tiny_world, tmp_path / "straight", "train.checkpoint_every=50")
     run_stage("pretrain", straight, straight.run_dir, progress=False)
 
     run_dir = tmp_path / "interrupted"
-    config = tiny(tiny_world, run_dir, "train.checkpoint_every=50", "model.range_from_teacher=false")
+    config = tiny(tiny_world, run_dir, "train.checkpoint_every=50")
 
     def press_ctrl_c(step, module, seconds):
         if step == 1:

@@ -21,6 +21,8 @@ TINY = [
     "model.num_depth_bins=8",
     "train.batch_size=2",
     "train.pretrain_steps=2",
+    "train.warmup_steps=1",  # both phases of the pretrain stage: single-frame + pose, then with the multi-frame net
+    "train.pose_prior_steps=1",
     "train.teacher_steps=2",
     "train.student_steps=2",
     "train.checkpoint_every=1",
@@ -142,14 +144,14 @@ def test_cost_volume_range_starts_at_the_teachers_depth(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "run", "model.adaptive_range_momentum=0.99")
     stage = PretrainStage(config)
     teacher = torch.linspace(2.0, 20.0, 64 * 192).reshape(1, 1, 64, 192)
-    stage.update_depth_range(stage.multi, teacher)
+    stage.update_depth_range(stage.multi, teacher, first=True)
     low, high = torch.quantile(teacher.flatten(), torch.tensor([0.01, 0.99]))
     assert stage.multi.d_min.item() == pytest.approx(low.item(), rel=1e-4)
     assert stage.multi.d_max.item() == pytest.approx(high.item(), rel=1e-4)
     stage.update_depth_range(stage.multi, teacher * 2.0)  # later calls follow the running average
     assert stage.multi.d_max.item() == pytest.approx(0.99 * high.item() + 0.01 * 2.0 * high.item(), rel=1e-4)
     plain = PretrainStage(load_config(None, [*TINY, f"data.root={tiny_world}", "model.range_from_teacher=false"]))
-    plain.update_depth_range(plain.multi, teacher)
+    plain.update_depth_range(plain.multi, teacher, first=True)
     assert plain.multi.d_max.item() == pytest.approx(0.99 * 100.0 + 0.01 * high.item(), rel=1e-4)
 
 

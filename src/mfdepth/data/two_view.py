@@ -14,6 +14,7 @@ Needs ``opencv-python-headless`` (a dependency of mfdepth).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,8 @@ def load_or_compute_pose_priors(dataset, cache_path: str | Path, progress: bool 
             log.warning("pose prior cache %s is unreadable (%s); recomputing", cache_path, err)
     table = pose_prior_table(dataset, progress=progress)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_path.with_name(cache_path.name + ".partial.npz")
+    # One partial file per process: DDP ranks may compute the table at the same time.
+    partial = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.partial.npz")
     np.savez(partial, **table)
     partial.replace(cache_path)
     valid = table["valid"]

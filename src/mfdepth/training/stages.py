@@ -112,12 +112,14 @@ class StageModule(nn.Module):
         depths = losses.normalise_depths(out["depth"], K, mode, self.config.masks.camera_height)
         return {**out, "depth": depths}
 
-    def update_depth_range(self, multi, teacher_depth: torch.Tensor) -> None:
-        """Move the cost volume's range toward the teacher's; the first call of a stage sets it outright
-        when ``model.range_from_teacher`` (a running average from [0.1, 100] m lags for hundreds of steps)."""
-        first = not getattr(self, "_range_started", False)
-        self._range_started = True
-        momentum = 0.0 if first and self.config.model.range_from_teacher else self.config.model.adaptive_range_momentum
+    def update_depth_range(self, multi, teacher_depth: torch.Tensor, first: bool = False) -> None:
+        """Move the cost volume's range toward the teacher's. At the multi-frame net's ``first`` step of
+        a stage the range is set outright when ``model.range_from_teacher`` (a running average that
+        starts at [min_depth, max_depth] lags the teacher for hundreds of steps). ``first`` is a function
+        of the step, so a resumed run does exactly what an uninterrupted one does."""
+        momentum = self.config.model.adaptive_range_momentum
+        if first and self.config.model.range_from_teacher:
+            momentum = 0.0
         multi.update_depth_range(teacher_depth, momentum)
 
     @staticmethod
@@ -200,7 +202,7 @@ class PretrainStage(StageModule):
         )
         if self.training:
             with torch.no_grad():
-                self.update_depth_range(self.multi, teacher_depth)
+                self.update_depth_range(self.multi, teacher_depth, first=self.global_step == self.config.train.warmup_steps)
         multi = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
         multi_poses = poses if self.config.train.multi_trains_pose else {o: T.detach() for o, T in poses.items()}
         multi_terms = self.photometric_terms(target, sources, multi["depth"], multi_poses, K)
@@ -296,7 +298,7 @@ class StudentStage(StageModule):
         )
         if self.training:
             with torch.no_grad():
-                self.update_depth_range(self.multi, teacher_depth)
+                self.update_depth_range(self.multi, teacher_depth, first=self.global_step == 0)
         student = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
 
         exclude = dynamic if cfg.dynamic_mask else None
