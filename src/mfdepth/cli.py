@@ -15,6 +15,7 @@ import sys
 
 from mfdepth import __version__
 from mfdepth.config import ConfigError
+from mfdepth.errors import UserError
 
 SUBCOMMANDS: tuple[str, ...] = (
     "mfdepth.demo",
@@ -27,10 +28,6 @@ SUBCOMMANDS: tuple[str, ...] = (
     "mfdepth.inference.export_command",
     "mfdepth.bench",
 )
-
-
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2, no traceback."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -42,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfdepth.cli import UserError
     from mfdepth.data.errors import DataError
     from mfdepth.data.kitti import export_ground_truth
+    from mfdepth.errors import UserError
 
     if args.improved and args.monodepth2_convention:
         raise UserError(

@@ -45,7 +45,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from mfdepth.cli import UserError
+        from mfdepth.errors import UserError
 
         raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu")
     return name
@@ -65,7 +65,7 @@ def load_predictor(
     With ``backend="onnx"`` and no ``onnx_path`` the checkpoint is exported (with its parity check) into
     ``export_dir``, which the caller owns.
     """
-    from mfdepth.cli import UserError
+    from mfdepth.errors import UserError
     from mfdepth.training.checkpoint import CheckpointError
 
     if backend == "onnx" and onnx_path is not None:

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfdepth.cli import UserError
+    from mfdepth.errors import UserError
     from mfdepth.inference.pipeline import load_predictor, predict_source, source_intrinsics
     from mfdepth.inference.sources import input_sources, pair_source
 

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mfdepth.cli import UserError
+    from mfdepth.errors import UserError
     from mfdepth.synth.writer import CONTACT_SHEET, WORLD_FILE, write_world
 
     start = time.perf_counter()

@@ -17,8 +17,8 @@ def add_config_arguments(parser) -> None:
 def resolve_config(args):
     from pathlib import Path
 
-    from mfdepth.cli import UserError
     from mfdepth.config import load_config
+    from mfdepth.errors import UserError
 
     if args.config and Path(args.config).is_dir():
         raise UserError(f"--config {args.config} is a folder: give a YAML file, e.g. configs/synthetic.yaml")
@@ -44,8 +44,8 @@ def check_resume(config, stages: tuple[str, ...]) -> None:
     that were trained with other model settings (mixing architectures silently, or failing with a
     size-mismatch traceback); the encoder depth, which every later stage inherits, must match for every
     checkpoint of the run."""
-    from mfdepth.cli import UserError
     from mfdepth.config import to_dict
+    from mfdepth.errors import UserError
     from mfdepth.training.checkpoint import load_checkpoint
     from mfdepth.training.loop import checkpoint_paths
     from mfdepth.training.recipe import STAGES
