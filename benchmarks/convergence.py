@@ -54,8 +54,8 @@ def train_and_record(base_config, seed: int, stages: list[str], eval_every: int,
             if step % eval_every and step != totals.get(stage_name, step):
                 return
             row = {"stage": stage_name, "step": step, "seconds": round(clock["offset"] + seconds, 1)}
-            with_multi = getattr(module, "multi_active", lambda step: True)(step)
-            row.update(judge.score(module.saved_networks(), with_multi))
+            with_multi = getattr(module, "multi_active", lambda step: True)(step - 1)  # the last step trained
+            row.update(judge.score(module.evaluation_networks(), with_multi))
             history.append(row)
             single, multi = row["single"], row.get("multi")
             line = (f"seed {seed} {stage_name} {step:4d} {row['seconds']:6.0f}s  S {single['abs_rel']:.3f}"

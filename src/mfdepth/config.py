@@ -174,6 +174,9 @@ class TrainConfig:
     zero_cost_volume_prob: float = 0.25
     freeze_teacher: bool = True
     grad_clip: float = 0.0
+    ema_decay: float = 0.0
+    """Exponential moving average of every network's weights with this decay per step (0 = off); the
+    checkpoints' networks are the averages (raw weights kept for resuming). See StageModule."""
 
 
 @dataclass

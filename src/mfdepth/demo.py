@@ -41,9 +41,10 @@ def add_arguments(parser) -> None:
 def _mask_examples(config, run_dir: Path, count: int):
     """A few training frames with their depth inconsistency mask and true motion mask."""
     from mfdepth.data import build_dataset
+    from mfdepth.run_layout import masks_dir
 
     data_cfg = config.data
-    dataset = build_dataset(data_cfg, "train", augment=False, mask_dir=run_dir / "masks")
+    dataset = build_dataset(data_cfg, "train", augment=False, mask_dir=masks_dir(run_dir))
     # Prefer frames with moving objects: they are what the mask is for.
     chosen = []
     for index in np.linspace(0, len(dataset) - 1, min(len(dataset), 40)).round().astype(int):
@@ -76,9 +77,10 @@ POSE_MODELS = (("pose net after pretrain", "pretrain"), ("pose net of the teache
 def write_report(config, run_dir: Path, evaluations: dict, mask_summary: dict, timings: dict,
                  poses: dict | None = None, curve: dict | None = None) -> Path:
     from mfdepth.evaluation.figures import save_depth_comparison, save_loss_curves, save_mask_figure
+    from mfdepth.run_layout import report_dir
     from mfdepth.training.loop import read_loss_log
 
-    report = run_dir / "report"
+    report = report_dir(run_dir)
     report.mkdir(parents=True, exist_ok=True)
 
     baseline = evaluations["baseline, ManyDepth-style (M0)"]
@@ -190,8 +192,8 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
     from mfdepth.evaluation.convergence import ConvergenceJudge
     from mfdepth.evaluation.poses import evaluate_poses
     from mfdepth.evaluation.runner import evaluate_checkpoint
+    from mfdepth.run_layout import checkpoint_paths, mask_summary_path
     from mfdepth.synth import CAMERA_HEIGHT, ensure_world
-    from mfdepth.training.loop import checkpoint_paths
     from mfdepth.training.recipe import run_stage
 
     run_dir = Path(run_dir)
@@ -227,7 +229,7 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
     )
     poses = {name: evaluate_poses(checkpoint_paths(run_dir, stage)[0], overrides=data) for name, stage in POSE_MODELS}
     timings["evaluate"] = time.time() - began
-    mask_summary = json.loads((run_dir / "masks" / "summary.json").read_text())
+    mask_summary = json.loads(mask_summary_path(run_dir).read_text())
     timings["total"] = time.time() - start
     curve = {"name": "mfdepth demo", "baselines": judge.baselines(), "runs": {str(config.train.seed): history}}
     return write_report(config, run_dir, evaluations, mask_summary, timings, poses, curve)
@@ -244,9 +246,9 @@ def _curve_recorder(judge, history: list, stage: str, total_steps: int, seconds_
     def record(step, module, seconds):
         if step % CURVE_EVERY and step != total_steps:
             return
-        with_multi = getattr(module, "multi_active", lambda step: True)(step)
+        with_multi = getattr(module, "multi_active", lambda step: True)(step - 1)  # the last step trained
         row = {"stage": stage, "step": step, "seconds": round(seconds_before + seconds, 1)}
-        row.update(judge.score(module.saved_networks(), with_multi))
+        row.update(judge.score(module.evaluation_networks(), with_multi))
         history.append(row)
 
     return record

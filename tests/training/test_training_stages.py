@@ -11,7 +11,7 @@ from mfdepth.config import load_config
 from mfdepth.training import loop
 from mfdepth.training.checkpoint import load_checkpoint
 from mfdepth.training.recipe import MissingStageError, run_stage
-from mfdepth.training.stages import PretrainStage
+from mfdepth.training.stages import PretrainStage, TeacherStage
 
 TINY = [
     "data.synth_preset=tiny",
@@ -163,3 +163,31 @@ def test_warm_up_trains_the_single_frame_and_pose_nets_alone_with_the_pose_prior
     assert rows[0]["step"] == 1 and rows[0]["pose_prior"] >= 0 and math.isnan(rows[0].get("multi_photometric", math.nan))
     assert not math.isnan(rows[1]["multi_photometric"]) and math.isnan(rows[1].get("pose_prior", math.nan))
     assert load_checkpoint(checkpoint)["step"] == 2
+
+
+def test_weight_averaging_follows_its_decay_and_resumes_exactly(tiny_world, tmp_path):
+    config = tiny_config(tiny_world, tmp_path / "run", "train.ema_decay=0.5")
+    stage = TeacherStage(config)
+    stage.global_step = 100  # past the warm-up: the decay is 0.5
+    stage.after_optimizer_step()  # the average starts as a copy
+    weight = next(iter(stage.teacher.parameters()))
+    before = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    stage.after_optimizer_step()
+    average = next(iter(stage.evaluation_networks()["teacher"].parameters()))
+    assert torch.allclose(average, before + 0.5)
+    states = stage.checkpoint_models()
+    assert torch.allclose(next(iter(states["teacher"].values())), before + 0.5)  # what later stages load
+    assert torch.allclose(next(iter(states["raw.teacher"].values())), before + 1.0)  # what resuming loads
+    again = TeacherStage(config)
+    again.load_checkpoint_models(states)
+    assert torch.allclose(next(iter(again.teacher.parameters())), before + 1.0)
+    assert torch.allclose(next(iter(again.evaluation_networks()["teacher"].parameters())), before + 0.5)
+    # Early steps average over a short window: step 0 gives decay 1/10.
+    stage.global_step = 0
+    with torch.no_grad():
+        weight.add_(1.0)
+    stage.after_optimizer_step()
+    assert torch.allclose(next(iter(stage.evaluation_networks()["teacher"].parameters())),
+                          0.1 * (before + 0.5) + 0.9 * (before + 2.0), atol=1e-6)
