@@ -29,7 +29,7 @@ import torch
 
 from mfdepth.config import load_config, to_dict
 from mfdepth.evaluation.runner import evaluate_checkpoint
-from mfdepth.training.loop import checkpoint_paths
+from mfdepth.run_layout import checkpoint_dir, checkpoint_paths, mask_summary_path, masks_dir, pose_prior_path
 from mfdepth.training.recipe import run_stage
 
 ROWS = {
@@ -45,18 +45,17 @@ SCORES = (("all", "abs_rel"), ("static", "abs_rel"), ("moving", "abs_rel"), ("al
 
 def _copy(source_dir: Path, row_dir: Path, teacher_dir: Path | None, with_masks: bool) -> None:
     """Give ``row_dir`` the shared pretrain checkpoint (and the two-view prior), a teacher, the masks."""
-    (row_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoint_dir(row_dir).mkdir(parents=True, exist_ok=True)
     for stage, folder in (("pretrain", source_dir), ("teacher", teacher_dir)):
         if folder is None:
             continue
         target = checkpoint_paths(row_dir, stage)[0]
         if not target.exists():
             shutil.copy2(checkpoint_paths(folder, stage)[0], target)
-    if with_masks and not (row_dir / "masks").exists():
-        shutil.copytree(source_dir / "masks", row_dir / "masks")
-    for name in ("pose_prior.npz",):
-        if (source_dir / name).exists() and not (row_dir / name).exists():
-            shutil.copy2(source_dir / name, row_dir / name)
+    if with_masks and not masks_dir(row_dir).exists():
+        shutil.copytree(masks_dir(source_dir), masks_dir(row_dir))
+    if pose_prior_path(source_dir).exists() and not pose_prior_path(row_dir).exists():
+        shutil.copy2(pose_prior_path(source_dir), pose_prior_path(row_dir))
 
 
 def run_seed(args, seed: int, data_root: str) -> tuple[dict, dict, dict]:
@@ -90,7 +89,7 @@ def run_seed(args, seed: int, data_root: str) -> tuple[dict, dict, dict]:
         results[name] = evaluate_checkpoint(checkpoint_paths(row_dir, "student")[0], network="multi",
                                             overrides=data, progress=False).result.to_dict()
         print(f"seed {seed} {name}: AbsRel {results[name]['metrics']['all']['abs_rel']:.3f}", flush=True)
-    masks = json.loads((shared / "masks" / "summary.json").read_text())
+    masks = json.loads(mask_summary_path(shared).read_text())
     return results, masks, timings
 
 

@@ -46,9 +46,9 @@ def parse_args(argv):
 
 
 def random_checkpoint(path: Path, height: int, width: int, bins: int) -> Path:
+    from mfdepth.checkpoint import make_meta, save_checkpoint
     from mfdepth.config import load_config, to_dict
     from mfdepth.models.factory import build_multi, build_pose, build_single
-    from mfdepth.training.checkpoint import make_meta, save_checkpoint
 
     config = load_config(overrides=[f"data.height={height}", f"data.width={width}", f"model.num_depth_bins={bins}"])
     multi = build_multi(config, msff=True)

@@ -22,7 +22,7 @@ import torch
 from mfdepth.config import load_config
 from mfdepth.evaluation.poses import evaluate_poses
 from mfdepth.evaluation.runner import evaluate_checkpoint
-from mfdepth.training.loop import checkpoint_paths
+from mfdepth.run_layout import checkpoint_paths
 from mfdepth.training.recipe import run_stage
 
 SETTINGS = (1, 2)

@@ -26,7 +26,7 @@ from mfdepth.config import apply_overrides, load_config
 from mfdepth.data import build_dataset
 from mfdepth.evaluation.convergence import reference_scores
 from mfdepth.evaluation.runner import evaluate_checkpoint
-from mfdepth.training.loop import checkpoint_paths
+from mfdepth.run_layout import checkpoint_paths
 from mfdepth.training.recipe import run_stage
 
 HERE = Path(__file__).resolve().parent

@@ -1,9 +1,11 @@
-"""Checkpoints: atomic writes, metadata for flag-free inference, ``weights_only`` loading.
+"""Checkpoints: atomic writes, metadata for flag-free inference, ``weights_only`` loading, and the one
+function that restores named networks from a checkpoint (:func:`restore_networks`).
 
-A checkpoint is a plain dict::
+Training, evaluation, inference and export all read and write checkpoints through this module, so
+none of them imports another to reach a checkpoint. A checkpoint is a plain dict::
 
     {
-        "models": {"multi": state_dict, "pose": state_dict, ...},
+        "models": {MULTI: state_dict, POSE: state_dict, ...},   # names below
         "optimizer": state_dict or None,
         "step": int,              # optimisation steps done in this stage
         "stage": str,
@@ -27,9 +29,49 @@ import torch
 
 from mfdepth import __version__
 
+MULTI = "multi"
+"""The multi-frame depth network (M0 in a pretrain checkpoint, the student M in a student checkpoint)."""
+SINGLE = "single"
+"""The single-frame depth network S0 of a pretrain checkpoint."""
+TEACHER = "teacher"
+"""The single-frame teacher S* of a teacher or student checkpoint."""
+POSE = "pose"
+"""The pose network."""
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, or lacks what the caller needs."""
+
+
+def default_network(models: dict[str, Any]) -> str:
+    """The network kind (``"multi"`` or ``"single"``) that ``network="auto"`` means for a checkpoint's
+    ``models``: the multi-frame net when it holds one."""
+    return "multi" if MULTI in models else "single"
+
+
+def single_frame_name(models: dict[str, Any]) -> str:
+    """The name of the single-frame net a checkpoint's ``models`` offers: the teacher S* when present,
+    else S0 (:data:`SINGLE`)."""
+    return TEACHER if TEACHER in models else SINGLE
+
+
+def restore_networks(checkpoint: dict[str, Any], networks: dict[str, Any], source: str | Path = "checkpoint") -> None:
+    """Load ``checkpoint["models"][name]`` into each ``networks[name]`` (an ``nn.Module``).
+
+    A missing network or weights that do not fit the architecture are one-line :class:`CheckpointError`
+    naming ``source`` (the file), the network and the mfdepth version that wrote it.
+    """
+    models, meta = checkpoint["models"], checkpoint.get("meta", {})
+    for name, net in networks.items():
+        if name not in models:
+            raise CheckpointError(f"{source} holds no '{name}' network (stage {meta.get('stage')})")
+        missing, unexpected = net.load_state_dict(models[name], strict=False)
+        if missing or unexpected:
+            details = ", ".join([*(f"missing {k}" for k in missing[:2]), *(f"unexpected {k}" for k in unexpected[:2])])
+            raise CheckpointError(
+                f"{source}: the '{name}' network does not match this mfdepth's architecture ({details}); "
+                f"retrain, or load it with the mfdepth that wrote it (version {meta.get('version', '?')})"
+            )
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:

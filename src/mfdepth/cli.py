@@ -32,8 +32,8 @@ SUBCOMMANDS: tuple[str, ...] = (
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input or files: shown as one line, never as a traceback."""
+    from mfdepth.checkpoint import CheckpointError
     from mfdepth.data.errors import DataError
-    from mfdepth.training.checkpoint import CheckpointError
     from mfdepth.training.loop import NonFiniteLossError
 
     return (ConfigError, UserError, FileNotFoundError, DataError, CheckpointError, NonFiniteLossError)

@@ -18,19 +18,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--poses", action="store_true",
                         help="also score the pose net against true camera poses (worlds from `mfdepth synth`)")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 or auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="changes to the checkpoint's config, e.g. data.root=/data/kitti eval.protocol=kitti")
 
 
 def run(args) -> int:
+    from mfdepth.devices import resolve_device
     from mfdepth.evaluation.report import format_table, write_json
     from mfdepth.evaluation.runner import evaluate_checkpoint
 
+    device = resolve_device(args.device)
     evaluation = evaluate_checkpoint(
         args.checkpoint, network=args.network, split=args.split, overrides=args.overrides,
-        median_scaling=False if args.no_median_scaling else None, device=args.device, progress=not args.quiet,
+        median_scaling=False if args.no_median_scaling else None, device=device, progress=not args.quiet,
         camera_height=args.camera_height,
     )
     print(f"{evaluation.checkpoint} ({evaluation.network}-frame network)")
@@ -38,7 +40,7 @@ def run(args) -> int:
     if args.poses:
         from mfdepth.evaluation.poses import evaluate_poses
 
-        errors = evaluate_poses(args.checkpoint, split=args.split, overrides=args.overrides, device=args.device)
+        errors = evaluate_poses(args.checkpoint, split=args.split, overrides=args.overrides, device=device)
         print(
             f"pose net on {errors['num_pairs']} pairs ({errors['num_moving']} moving): rotation error "
             f"{errors['rotation_deg']:.3f} deg, translation direction error {errors['direction_deg']:.2f} deg, "

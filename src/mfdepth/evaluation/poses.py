@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mfdepth.config import apply_overrides
+from mfdepth.checkpoint import POSE, CheckpointError, load_checkpoint, restore_networks
+from mfdepth.config import apply_overrides, config_from_dict
 from mfdepth.evaluation.metrics import relative_pose_errors
 
 
@@ -40,19 +41,16 @@ def true_relative_poses(root: str | Path, sample_ids: list[str]) -> np.ndarray:
 
 def load_pose_net(checkpoint: str | Path, device: str | torch.device = "cpu"):
     """``(pose_net, config)`` of any checkpoint that holds a pose net (pretrain, teacher, student)."""
-    from mfdepth.config import config_from_dict
-    from mfdepth.inference.predictor import _load_weights
     from mfdepth.models import prepare_for_inference
     from mfdepth.models.factory import build_pose
-    from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
 
     state = load_checkpoint(checkpoint, map_location=device)
     meta = state["meta"]
-    if "pose" not in state["models"]:
+    if POSE not in state["models"]:
         raise CheckpointError(f"{checkpoint} holds no pose network (stage {meta.get('stage')})")
     config = config_from_dict(meta["config"])
     pose = build_pose(config).to(device)
-    _load_weights(pose, state["models"]["pose"], "pose", checkpoint, meta)
+    restore_networks(state, {POSE: pose}, checkpoint)
     prepare_for_inference(pose)
     return pose, config
 

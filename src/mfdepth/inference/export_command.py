@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mfdepth.checkpoint import CheckpointError
     from mfdepth.inference.onnx_export import DEFAULT_OPSET, PARITY_TOLERANCE, ParityError, export_onnx
-    from mfdepth.training.checkpoint import CheckpointError
 
     if not Path(args.checkpoint).is_file():
         raise CheckpointError(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mfdepth.data.calibration import Intrinsics
+from mfdepth.devices import resolve_device
 from mfdepth.inference.intrinsics import checkpoint_intrinsics, intrinsics_at_size, user_intrinsics
 from mfdepth.inference.sources import FrameSource
 from mfdepth.inference.writers import DepthWriter
@@ -41,16 +42,6 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.tensor(image).permute(2, 0, 1)[None].float().div_(255.0)
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from mfdepth.errors import UserError
-
-        raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    return name
-
-
 def load_predictor(
     checkpoint: str | Path | None,
     network: str = "auto",
@@ -65,8 +56,8 @@ def load_predictor(
     With ``backend="onnx"`` and no ``onnx_path`` the checkpoint is exported (with its parity check) into
     ``export_dir``, which the caller owns.
     """
+    from mfdepth.checkpoint import CheckpointError
     from mfdepth.errors import UserError
-    from mfdepth.training.checkpoint import CheckpointError
 
     if backend == "onnx" and onnx_path is not None:
         from mfdepth.inference.onnx_backend import OnnxDepthPredictor
@@ -88,12 +79,12 @@ def load_predictor(
         if threads:
             torch.set_num_threads(threads)
         return DepthPredictor(checkpoint, network=network, device=resolve_device(device))
+    from mfdepth.checkpoint import default_network, load_checkpoint
     from mfdepth.inference.onnx_backend import OnnxDepthPredictor
     from mfdepth.inference.onnx_export import export_onnx
-    from mfdepth.training.checkpoint import load_checkpoint
 
     if network == "auto":
-        network = "multi" if "multi" in load_checkpoint(checkpoint)["models"] else "single"
+        network = default_network(load_checkpoint(checkpoint)["models"])
     if export_dir is None:
         raise ValueError("export_dir is needed to export the checkpoint for the onnx backend")
     report = export_onnx(checkpoint, Path(export_dir) / f"{Path(checkpoint).stem}-{network}.onnx", network=network)

@@ -13,12 +13,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mfdepth.checkpoint import (
+    MULTI,
+    POSE,
+    SINGLE,
+    TEACHER,
+    CheckpointError,
+    default_network,
+    load_checkpoint,
+    restore_networks,
+    single_frame_name,
+)
 from mfdepth.config import config_from_dict
 from mfdepth.geometry import scale_intrinsics
 from mfdepth.losses import normalise_depths
 from mfdepth.models import prepare_for_inference
 from mfdepth.models.factory import build_multi, build_pose, build_single
-from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
 
 NETWORKS = ("auto", "multi", "single")
 
@@ -52,17 +62,6 @@ def finish_depth(config, depth: torch.Tensor, net_K: torch.Tensor | None, size) 
     return depth
 
 
-def _load_weights(net: torch.nn.Module, state: dict, name: str, checkpoint, meta: dict) -> None:
-    """``load_state_dict`` with a one-line :class:`CheckpointError` when the architectures differ."""
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        details = ", ".join([*(f"missing {k}" for k in missing[:2]), *(f"unexpected {k}" for k in unexpected[:2])])
-        raise CheckpointError(
-            f"{checkpoint}: the '{name}' network does not match this mfdepth's architecture ({details}); "
-            f"retrain, or load it with the mfdepth that wrote it (version {meta.get('version', '?')})"
-        )
-
-
 class DepthPredictor:
     """Runs the multi-frame network (with its pose net) or a single-frame network of a checkpoint.
 
@@ -85,23 +84,22 @@ class DepthPredictor:
         self.height, self.width = int(meta["height"]), int(meta["width"])
         models = state["models"]
         if network == "auto":
-            network = "multi" if "multi" in models else "single"
+            network = default_network(models)
         self.network = network
         self.multi = self.pose = self.single = None
         if network == "multi":
-            if "multi" not in models or "pose" not in models:
-                hint = "; use --network single" if ("teacher" in models or "single" in models) else ""
+            if MULTI not in models or POSE not in models:
+                hint = "; use --network single" if (TEACHER in models or SINGLE in models) else ""
                 raise CheckpointError(f"{checkpoint} holds no multi-frame network (stage {meta.get('stage')}){hint}")
             self.multi = build_multi(self.config, msff=bool(meta.get("msff", self.config.model.msff)))
-            _load_weights(self.multi, models["multi"], "multi", checkpoint, meta)
             self.pose = build_pose(self.config)
-            _load_weights(self.pose, models["pose"], "pose", checkpoint, meta)
+            restore_networks(state, {MULTI: self.multi, POSE: self.pose}, checkpoint)
         else:
-            key = "teacher" if "teacher" in models else "single"
+            key = single_frame_name(models)
             if key not in models:
                 raise CheckpointError(f"{checkpoint} holds no single-frame network (stage {meta.get('stage')})")
             self.single = build_single(self.config)
-            _load_weights(self.single, models[key], key, checkpoint, meta)
+            restore_networks(state, {key: self.single}, checkpoint)
         nets = [net.to(self.device) for net in (self.multi, self.pose, self.single) if net is not None]
         prepare_for_inference(*nets)
 

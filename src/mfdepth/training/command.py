@@ -44,10 +44,10 @@ def check_resume(config, stages: tuple[str, ...]) -> None:
     that were trained with other model settings (mixing architectures silently, or failing with a
     size-mismatch traceback); the encoder depth, which every later stage inherits, must match for every
     checkpoint of the run."""
+    from mfdepth.checkpoint import load_checkpoint
     from mfdepth.config import to_dict
     from mfdepth.errors import UserError
-    from mfdepth.training.checkpoint import load_checkpoint
-    from mfdepth.training.loop import checkpoint_paths
+    from mfdepth.run_layout import checkpoint_paths
     from mfdepth.training.recipe import STAGES
 
     new = to_dict(config)["model"]

@@ -30,16 +30,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mfdepth.data.base import collate_samples
-from mfdepth.data.errors import DataError, unwrap_worker_error
-from mfdepth.training.checkpoint import (
+from mfdepth.checkpoint import (
     CheckpointError,
     load_checkpoint,
     make_meta,
     non_finite_entries,
     remove_stale_temporaries,
+    restore_networks,
     save_checkpoint,
 )
+from mfdepth.data.base import collate_samples
+from mfdepth.data.errors import DataError, unwrap_worker_error
+from mfdepth.devices import resolve_device
+from mfdepth.run_layout import checkpoint_paths, logs_dir, loss_log_path, tensorboard_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +71,8 @@ def setup_runtime(accelerator: str, strategy: str, precision: str) -> Runtime:
     """Pick the device, join a process group when launched by ``torchrun``, choose autocast."""
     if accelerator not in ("auto", "cpu", "gpu"):
         raise ValueError(f"train.accelerator: '{accelerator}' is not one of auto, cpu, gpu")
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise ValueError("train.accelerator=gpu but no CUDA device is visible; use train.accelerator=cpu")
-    use_cuda = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    device = resolve_device(accelerator, "train.accelerator", local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = device.type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if strategy not in ("auto", "ddp"):
@@ -78,11 +80,7 @@ def setup_runtime(accelerator: str, strategy: str, precision: str) -> Runtime:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
+        torch.cuda.set_device(device)
     dtypes = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
     if precision not in dtypes:
         raise ValueError(f"train.precision: '{precision}' is not one of {', '.join(dtypes)}")
@@ -158,12 +156,6 @@ def move_to_device(batch: dict, device: torch.device) -> dict:
 # The loop
 
 
-def checkpoint_paths(run_dir: Path, stage: str) -> tuple[Path, Path]:
-    """(final checkpoint that marks the stage done, rolling checkpoint used for resuming)."""
-    folder = Path(run_dir) / "checkpoints"
-    return folder / f"{stage}.ckpt", folder / f"{stage}-last.ckpt"
-
-
 def fit(
     module: torch.nn.Module,
     dataset: Dataset,
@@ -222,7 +214,7 @@ def fit(
                     f"was saved; delete it to restart stage {module.name}, and lower train.learning_rate or "
                     "set train.grad_clip"
                 )
-            module.load_checkpoint_models(state["models"])
+            restore_networks(state, module.saved_networks(), candidate)
             if state.get("optimizer") is not None:
                 optimizer.load_state_dict(state["optimizer"])
             step = int(state["step"])
@@ -261,13 +253,11 @@ def fit(
 
     writer, csv_file, csv_writer = None, None, None
     if runtime.is_main:
-        log_dir = run_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        logs_dir(run_dir).mkdir(parents=True, exist_ok=True)
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(log_dir / module.name))
-        csv_path = log_dir / f"{module.name}.csv"
-        csv_file = csv_path.open("a", newline="")
+        writer = SummaryWriter(log_dir=str(tensorboard_dir(run_dir, module.name)))
+        csv_file = loss_log_path(run_dir, module.name).open("a", newline="")
         csv_writer = None
 
     batches_per_epoch = ResumableBatchSampler.batches_per_epoch(
@@ -453,7 +443,7 @@ class _SigintFlag:
 
 def read_loss_log(run_dir: str | Path, stage: str) -> list[dict[str, float]]:
     """The CSV loss log of a stage as a list of rows (for reports and plots)."""
-    path = Path(run_dir) / "logs" / f"{stage}.csv"
+    path = loss_log_path(run_dir, stage)
     if not path.is_file():
         return []
     with path.open() as handle:

@@ -19,10 +19,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mfdepth import masks as mask_rules
+from mfdepth import run_layout
+from mfdepth.checkpoint import MULTI, POSE, TEACHER, CheckpointError, load_checkpoint, restore_networks
 from mfdepth.config import Config, save_config
+from mfdepth.devices import resolve_device
 from mfdepth.evaluation.metrics import MaskQualityAccumulator
+from mfdepth.run_layout import final_checkpoint, mask_summary_path, masks_dir, pose_prior_path
 from mfdepth.training import loop
-from mfdepth.training.checkpoint import CheckpointError, load_checkpoint
 from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses
 
 log = logging.getLogger(__name__)
@@ -50,14 +53,6 @@ def _need(path: Path, what: str, run_dir: Path, stage: str) -> Path:
     return path
 
 
-def masks_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "masks"
-
-
-def pose_prior_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "pose_prior.npz"
-
-
 def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: bool = False):
     """The augmented training split, with the depth inconsistency masks and the two-view pose prior
     (computed once, cached in the run directory) when the config uses them."""
@@ -75,7 +70,7 @@ def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: 
 def prepare_run_dir(config: Config, run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    save_config(config, run_layout.config_path(run_dir))
     return run_dir
 
 
@@ -97,11 +92,11 @@ def run_teacher(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     mask's dynamic pixels) when the recipe uses the masks, else S0 trained on for the same number of
     steps without them, so every row of an ablation gives each network the same number of steps."""
     pretrain = load_checkpoint(
-        _need(loop.checkpoint_paths(run_dir, "pretrain")[0], "pretrain checkpoint", run_dir, "pretrain")
+        _need(final_checkpoint(run_dir, "pretrain"), "pretrain checkpoint", run_dir, "pretrain")
     )
     with_masks = _masks_wanted(config)
     if with_masks:
-        _need(masks_dir(run_dir) / "summary.json", "depth inconsistency masks", run_dir, "masks")
+        _need(mask_summary_path(run_dir), "depth inconsistency masks", run_dir, "masks")
     with seeded(config.train.seed):
         stage = TeacherStage(config)
     stage.start_from(pretrain["models"])
@@ -111,28 +106,25 @@ def run_teacher(config: Config, run_dir: Path, **fit_kwargs) -> Path:
 
 def run_student(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     pretrain = load_checkpoint(
-        _need(loop.checkpoint_paths(run_dir, "pretrain")[0], "pretrain checkpoint", run_dir, "pretrain")
+        _need(final_checkpoint(run_dir, "pretrain"), "pretrain checkpoint", run_dir, "pretrain")
     )
     with_masks = _masks_wanted(config)
     if with_masks:
-        _need(masks_dir(run_dir) / "summary.json", "depth inconsistency masks", run_dir, "masks")
+        _need(mask_summary_path(run_dir), "depth inconsistency masks", run_dir, "masks")
     teacher = load_checkpoint(
-        _need(loop.checkpoint_paths(run_dir, "teacher")[0], "teacher checkpoint", run_dir, "teacher")
+        _need(final_checkpoint(run_dir, "teacher"), "teacher checkpoint", run_dir, "teacher")
     )
     with seeded(config.train.seed):
         stage = StudentStage(config)
-    stage.start_from(teacher["models"]["teacher"], teacher["models"]["pose"], pretrain["models"]["multi"])
+    stage.start_from(teacher["models"][TEACHER], teacher["models"][POSE], pretrain["models"][MULTI])
     dataset = training_dataset(config, run_dir, with_masks=with_masks)
     return loop.fit(stage, dataset, config, run_dir, config.train.student_steps, **fit_kwargs)
 
 
 def _pretrain_networks(config: Config, run_dir: Path, device):
-    checkpoint = load_checkpoint(
-        _need(loop.checkpoint_paths(run_dir, "pretrain")[0], "pretrain checkpoint", run_dir, "pretrain"),
-        map_location=device,
-    )
+    path = _need(final_checkpoint(run_dir, "pretrain"), "pretrain checkpoint", run_dir, "pretrain")
     stage = PretrainStage(config)
-    stage.load_checkpoint_models(checkpoint["models"])
+    restore_networks(load_checkpoint(path, map_location=device), stage.saved_networks(), path)
     return stage.to(device).eval()
 
 
@@ -147,7 +139,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     from mfdepth.data import build_dataset, mask_path_for
     from mfdepth.data.base import collate_samples
 
-    device = torch.device("cuda" if torch.cuda.is_available() and config.train.accelerator != "cpu" else "cpu")
+    device = resolve_device(config.train.accelerator, "train.accelerator")
     nets = _pretrain_networks(config, run_dir, device)
     dataset = build_dataset(config.data, "train", augment=False, seed=config.train.seed)
     loader = DataLoader(
@@ -205,7 +197,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         # NaN (nothing predicted or nothing true) is stored as null: undefined, not zero.
         summary.update({k: None if math.isnan(scores[k]) else scores[k] for k in ("iou", "precision", "recall")})
         summary["frames_with_truth"] = frames_with_truth
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    mask_summary_path(run_dir).write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -222,7 +214,7 @@ def run_stage(stage: str, config: Config, run_dir: str | Path, **fit_kwargs):
     if stage == "pretrain":
         return run_pretrain(config, run_dir, **fit_kwargs)
     if stage == "masks":
-        summary_path = masks_dir(run_dir) / "summary.json"
+        summary_path = mask_summary_path(run_dir)
         if summary_path.is_file() and _masks_are_current(run_dir):
             return json.loads(summary_path.read_text())
         return run_masks(config, run_dir, progress=fit_kwargs.get("progress", True))
@@ -235,8 +227,8 @@ def run_stage(stage: str, config: Config, run_dir: str | Path, **fit_kwargs):
 
 def _masks_are_current(run_dir: Path) -> bool:
     """Masks are current when written after the pretrain checkpoint they were computed from."""
-    summary = masks_dir(run_dir) / "summary.json"
-    pretrain = loop.checkpoint_paths(run_dir, "pretrain")[0]
+    summary = mask_summary_path(run_dir)
+    pretrain = final_checkpoint(run_dir, "pretrain")
     try:
         return summary.stat().st_mtime >= pretrain.stat().st_mtime
     except FileNotFoundError:
