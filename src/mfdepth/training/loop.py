@@ -2,7 +2,9 @@
 
 The loop knows nothing of depth: a stage is an ``nn.Module`` whose ``forward(batch, generator)``
 returns ``(loss, scalars, images)`` (see :class:`mfdepth.training.stages.StageModule`). The loop
-owns everything else, and keeps the run reproducible:
+owns everything else, each part a small collaborator of :func:`fit` (:func:`setup_runtime`,
+:func:`make_optimizer`, :class:`Schedule`, :class:`Checkpointer`, :class:`TrainingLog`,
+:func:`epoch_batches`), and keeps the run reproducible:
 
 * Data order is a pure function of ``(seed, epoch)``; randomness inside a step comes from a generator
   seeded with ``(seed, step)``; the learning rate is a pure function of ``step``. So a run resumed
@@ -25,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,9 +39,9 @@ from mfdepth.checkpoint import (
     make_meta,
     non_finite_entries,
     remove_stale_temporaries,
-    restore_networks,
     save_checkpoint,
 )
+from mfdepth.config import to_dict
 from mfdepth.data.base import collate_samples
 from mfdepth.data.errors import DataError, unwrap_worker_error
 from mfdepth.devices import resolve_device
@@ -156,6 +159,268 @@ def move_to_device(batch: dict, device: torch.device) -> dict:
 # The loop
 
 
+def make_optimizer(params: list[torch.nn.Parameter], train_cfg) -> torch.optim.Optimizer:
+    """The optimiser of every stage: Adam at ``train.learning_rate`` (:class:`Schedule` sets each step's rate)."""
+    return torch.optim.Adam(params, lr=train_cfg.learning_rate)
+
+
+@dataclass
+class Schedule:
+    """The learning rate of every step of a stage of ``max_steps`` steps (:func:`learning_rate` of the
+    ``train`` config), a pure function of the step so that a resumed run continues exactly."""
+
+    train_cfg: Any
+    max_steps: int
+
+    def rate(self, step: int) -> float:
+        t = self.train_cfg
+        return learning_rate(t.learning_rate, step, t.lr_decay_step, t.lr_schedule, self.max_steps, t.lr_warmup_steps)
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = self.rate(step)
+
+
+class Checkpointer:
+    """A stage's checkpoints (paths from :mod:`mfdepth.run_layout`), written by the main process only.
+
+    The rolling ``<stage>-last.ckpt`` (with optimizer state, for resuming) is due every
+    ``train.checkpoint_every`` steps but written only once the next step's loss is finite: a step with a
+    finite loss can still leave diverged weights (a huge learning rate), and the NaN only shows next
+    step. It is also written on an interruption and at the end; the final ``<stage>.ckpt`` holds weights
+    and metadata only (small enough to share).
+    """
+
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, config, run_dir: Path,
+                 runtime: Runtime):
+        self.module, self.optimizer, self.runtime = module, optimizer, runtime
+        self.final_path, self.last_path = checkpoint_paths(run_dir, module.name)
+        self.config_dict = to_dict(config)
+        self.every = config.train.checkpoint_every
+        self.unverified: dict | None = None
+
+    def resume(self, max_steps: int) -> int:
+        """Load the newest usable checkpoint of this stage into the module and optimizer; return its step
+        (0 when there is none). A checkpoint with non-finite numbers is refused."""
+        module, runtime, final_path, last_path = self.module, self.runtime, self.final_path, self.last_path
+        if runtime.is_main:
+            remove_stale_temporaries(final_path.parent)  # left by a run killed while saving
+        for candidate in (final_path, last_path):
+            if not candidate.is_file():
+                continue
+            state = load_checkpoint(candidate, map_location=runtime.device)
+            if state.get("stage") != module.name:
+                continue
+            if (
+                candidate == final_path and state.get("optimizer") is None and int(state["step"]) < max_steps
+                and last_path.is_file()
+            ):
+                continue  # a lengthened stage resumes from the rolling checkpoint, which has the optimizer
+            bad = non_finite_entries(state)
+            if bad:
+                raise CheckpointError(
+                    f"{candidate} holds non-finite numbers ({', '.join(bad[:3])}): the run diverged before it "
+                    f"was saved; delete it to restart stage {module.name}, and lower train.learning_rate or "
+                    "set train.grad_clip"
+                )
+            module.load_checkpoint_models(state["models"])  # the stage maps entries to its networks
+            if state.get("optimizer") is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
+            step = int(state["step"])
+            if runtime.is_main:
+                log.info("%s: resuming from %s at step %d", module.name, candidate, step)
+            return step
+        return 0
+
+    def snapshot(self, step: int, with_optimizer: bool = True) -> dict:
+        """The checkpoint of the current state, copied to the CPU (so later steps cannot change it)."""
+        return _cpu_copy({
+            "models": self.module.checkpoint_models(),
+            "optimizer": self.optimizer.state_dict() if with_optimizer else None,
+            "step": step,
+            "stage": self.module.name,
+            "meta": make_meta(self.config_dict, self.module.name, **self.module.checkpoint_meta()),
+        })
+
+    def save(self, path: Path, step: int, with_optimizer: bool = True) -> None:
+        if self.runtime.is_main:
+            save_checkpoint(path, self.snapshot(step, with_optimizer))
+
+    def after_step(self, step: int, max_steps: int) -> None:
+        """Take the rolling checkpoint when it is due (it is written by :meth:`loss_is_finite`)."""
+        if step % self.every == 0 and step < max_steps and self.runtime.is_main:
+            self.unverified = self.snapshot(step)
+
+    def loss_is_finite(self) -> None:
+        """The next step's loss is finite: write the due checkpoint taken before it."""
+        if self.unverified is not None:
+            save_checkpoint(self.last_path, self.unverified)
+            self.unverified = None
+
+    def finish(self, step: int, max_steps: int) -> Path:
+        """Write the rolling checkpoint and, when the stage is done, the final one; return the latter
+        (or the rolling one when the stage is not done)."""
+        self.save(self.last_path, step)
+        if step >= max_steps:
+            self.save(self.final_path, step, with_optimizer=False)
+        return self.final_path if step >= max_steps else self.last_path
+
+
+class _Clock:
+    """Training time of one :func:`fit` call, the ``after_step`` callback's own time excluded."""
+
+    def __init__(self):
+        self.start = time.time()
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def call_excluded(self, fn, *args) -> None:
+        """``fn(*args, seconds_so_far)``, its own time not counted."""
+        paused = time.time()
+        fn(*args, paused - self.start)
+        self.start += time.time() - paused
+
+
+class TrainingLog:
+    """The main process's TensorBoard scalars and images, CSV loss log and progress bar for one stage.
+
+    Logged values are means over the steps since the last log line (every ``train.log_every`` steps and
+    at the last step): single batches of 4 frames vary too much (a stop vs fast driving) to read a trend
+    from. The CSV (``logs/<stage>.csv``) is appended to, so a resumed run continues it.
+    """
+
+    def __init__(self, run_dir: Path, name: str, train_cfg, max_steps: int, initial_step: int, progress: bool,
+                 clock: _Clock):
+        self.name, self.max_steps, self.clock = name, max_steps, clock
+        self.log_every, self.image_log_every = train_cfg.log_every, train_cfg.image_log_every
+        logs_dir(run_dir).mkdir(parents=True, exist_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(tensorboard_dir(run_dir, name)))
+        self.csv_file = loss_log_path(run_dir, name).open("a", newline="")
+        self.csv_writer = None
+        self.pending: dict[str, float] = {}
+        self.pending_steps = 0
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=max_steps, initial=initial_step, desc=name, dynamic_ncols=True, leave=True)
+
+    def record(self, step: int, loss: torch.Tensor, scalars: dict, images: dict, lr: float) -> None:
+        """Log optimisation step ``step`` (1-based: steps done) of the stage."""
+        scalars = {k: float(v) for k, v in scalars.items()}
+        scalars["loss"] = float(loss.detach())
+        for key, value in scalars.items():
+            self.pending[key] = self.pending.get(key, 0.0) + value
+        self.pending_steps += 1
+        if step % self.log_every == 0 or step == self.max_steps:
+            scalars = {k: v / self.pending_steps for k, v in self.pending.items()}
+            scalars["lr"] = lr
+            self.pending, self.pending_steps = {}, 0
+            for key, value in scalars.items():
+                self.writer.add_scalar(f"{self.name}/{key}", value, step)
+            row = {"step": step, "seconds": round(self.clock.elapsed(), 2), **scalars}
+            if self.csv_writer is None:
+                self.csv_writer = csv.DictWriter(self.csv_file, fieldnames=list(row), extrasaction="ignore")
+                if self.csv_file.tell() == 0:
+                    self.csv_writer.writeheader()
+            self.csv_writer.writerow(row)
+            self.csv_file.flush()
+        if images and (step % self.image_log_every == 0 or step == 1):
+            for key, image in images.items():
+                self.writer.add_images(f"{self.name}/{key}", image.detach().float().cpu(), step)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.close()
+        self.csv_file.close()
+
+
+def _batches_per_epoch(dataset: Dataset, name: str, batch_size: int, runtime: Runtime) -> int:
+    batches = ResumableBatchSampler.batches_per_epoch(len(dataset), batch_size, runtime.world_size)
+    if batches == 0:
+        raise ValueError(
+            f"{name}: the training split has {len(dataset)} samples, fewer than one batch of "
+            f"{batch_size} per device; lower train.batch_size or add data"
+        )
+    return batches
+
+
+def epoch_batches(dataset: Dataset, config, runtime: Runtime, step: int, batches_per_epoch: int):
+    """``(epoch, batch)`` for every step from ``step`` on, endlessly: each epoch's order is fixed by
+    ``(seed, epoch)`` (:class:`ResumableBatchSampler`) and ``dataset.set_epoch(epoch)``, if present, is
+    called before it, so the batches of a resumed run are those of an uninterrupted one."""
+    train_cfg = config.train
+    while True:
+        epoch, skip = divmod(step, batches_per_epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        sampler = ResumableBatchSampler(
+            len(dataset), train_cfg.batch_size, train_cfg.seed, epoch,
+            runtime.rank, runtime.world_size, skip_batches=skip,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=config.data.num_workers,
+            collate_fn=collate_samples,
+            pin_memory=runtime.device.type == "cuda",
+        )
+        for batch in loader:
+            yield epoch, batch
+            step += 1
+
+
+def _distributed(module: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """``module`` wrapped for DDP when several processes train, else ``module`` itself."""
+    if runtime.world_size <= 1:
+        return module
+    return torch.nn.parallel.DistributedDataParallel(
+        module,
+        device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+        find_unused_parameters=True,
+    )
+
+
+def _forward(trained: torch.nn.Module, batch: dict, generator: torch.Generator, runtime: Runtime):
+    """``(loss, scalars, images)`` of one batch, under autocast when mixed precision is on."""
+    with torch.autocast(
+        device_type=runtime.device.type,
+        dtype=runtime.autocast_dtype or torch.float32,
+        enabled=runtime.autocast_dtype is not None,
+    ):
+        return trained(batch, generator)
+
+
+def _non_finite_loss(name: str, loss: torch.Tensor, step: int, epoch: int, batches_per_epoch: int, batch: dict,
+                     last_path: Path) -> NonFiniteLossError:
+    ids = batch.get("id", [])
+    kept = last_path if last_path.is_file() else "none yet (the stage restarts from its start)"
+    return NonFiniteLossError(
+        f"{name}: loss became {loss.item()} at step {step} "
+        f"(epoch {epoch}, batch {step % batches_per_epoch}; samples: {', '.join(map(str, ids))}); "
+        f"last good checkpoint kept: {kept}; lower train.learning_rate or set train.grad_clip "
+        "and run again to resume from it"
+    )
+
+
+def _optimise(loss: torch.Tensor, optimizer, scaler, params, grad_clip: float) -> None:
+    """Backward (scaled for float16), optional gradient clipping, one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def fit(
     module: torch.nn.Module,
     dataset: Dataset,
@@ -168,6 +433,11 @@ def fit(
     after_step=None,
 ) -> Path:
     """Train ``module`` (a StageModule) for ``max_steps`` steps, resuming if a checkpoint exists.
+
+    Each step: the batch of this step (:func:`epoch_batches`), the learning rate of this step
+    (:class:`Schedule`), the stage's forward with this step's generator, the NaN guard, the due
+    checkpoint written once the loss is finite, one optimizer step, logging (:class:`TrainingLog`),
+    checkpoint timing (:class:`Checkpointer`), ``after_step``, and a stop on Ctrl-C or ``stop_after``.
 
     Args:
         module: the stage; ``module.name`` names its checkpoints and logs.
@@ -184,201 +454,52 @@ def fit(
     Returns:
         Path of the stage's final checkpoint.
     """
-    from mfdepth.config import to_dict
-
     run_dir = Path(run_dir)
     runtime = runtime or setup_runtime(config.train.accelerator, config.train.strategy, config.train.precision)
     train_cfg = config.train
-    final_path, last_path = checkpoint_paths(run_dir, module.name)
     module.to(runtime.device)
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=train_cfg.learning_rate)
+    optimizer = make_optimizer(params, train_cfg)
+    checkpoints = Checkpointer(module, optimizer, config, run_dir, runtime)
+    step = checkpoints.resume(max_steps)
+    if step >= max_steps and checkpoints.final_path.is_file():
+        return checkpoints.final_path
 
-    step = 0
-    if runtime.is_main:
-        remove_stale_temporaries(final_path.parent)  # left by a run killed while saving
-    for candidate in (final_path, last_path):
-        if candidate.is_file():
-            state = load_checkpoint(candidate, map_location=runtime.device)
-            if state.get("stage") != module.name:
-                continue
-            if (
-                candidate == final_path and state.get("optimizer") is None and int(state["step"]) < max_steps
-                and last_path.is_file()
-            ):
-                continue  # a lengthened stage resumes from the rolling checkpoint, which has the optimizer
-            bad = non_finite_entries(state)
-            if bad:
-                raise CheckpointError(
-                    f"{candidate} holds non-finite numbers ({', '.join(bad[:3])}): the run diverged before it "
-                    f"was saved; delete it to restart stage {module.name}, and lower train.learning_rate or "
-                    "set train.grad_clip"
-                )
-            restore_networks(state, module.saved_networks(), candidate)
-            if state.get("optimizer") is not None:
-                optimizer.load_state_dict(state["optimizer"])
-            step = int(state["step"])
-            if runtime.is_main:
-                log.info("%s: resuming from %s at step %d", module.name, candidate, step)
-            break
-    if step >= max_steps and final_path.is_file():
-        return final_path
-
-    trained = module
-    if runtime.world_size > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            module,
-            device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
+    trained = _distributed(module, runtime)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.autocast_dtype == torch.float16)
-    config_dict = to_dict(config)
-
-    def snapshot(with_optimizer: bool = True) -> dict:
-        """The checkpoint of the current state, copied to the CPU (so later steps cannot change it)."""
-        return _cpu_copy({
-            "models": module.checkpoint_models(),
-            "optimizer": optimizer.state_dict() if with_optimizer else None,
-            "step": step,
-            "stage": module.name,
-            "meta": make_meta(config_dict, module.name, **module.checkpoint_meta()),
-        })
-
-    def save(path: Path, state: dict | None = None, with_optimizer: bool = True) -> None:
-        """Write ``state`` (default: the current one). The final checkpoint of a stage holds weights and
-        metadata only (small enough to share); the rolling ``-last`` one has the optimizer, for resuming."""
-        if not runtime.is_main:
-            return
-        save_checkpoint(path, state if state is not None else snapshot(with_optimizer))
-
-    writer, csv_file, csv_writer = None, None, None
-    if runtime.is_main:
-        logs_dir(run_dir).mkdir(parents=True, exist_ok=True)
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(log_dir=str(tensorboard_dir(run_dir, module.name)))
-        csv_file = loss_log_path(run_dir, module.name).open("a", newline="")
-        csv_writer = None
-
-    batches_per_epoch = ResumableBatchSampler.batches_per_epoch(
-        len(dataset), train_cfg.batch_size, runtime.world_size
+    schedule = Schedule(train_cfg, max_steps)
+    batches_per_epoch = _batches_per_epoch(dataset, module.name, train_cfg.batch_size, runtime)
+    clock = _Clock()
+    training_log = (
+        TrainingLog(run_dir, module.name, train_cfg, max_steps, step, progress, clock) if runtime.is_main else None
     )
-    if batches_per_epoch == 0:
-        raise ValueError(
-            f"{module.name}: the training split has {len(dataset)} samples, fewer than one batch of "
-            f"{train_cfg.batch_size} per device; lower train.batch_size or add data"
-        )
-
-    bar = None
-    if progress and runtime.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_steps, initial=step, desc=module.name, dynamic_ncols=True, leave=True)
-
-    steps_this_call = 0
-    unverified: dict | None = None
-    """A due checkpoint, written only once the next step's loss shows its weights are sound: a step with a
-    finite loss can still leave diverged weights (a huge learning rate), and the NaN only shows next step."""
     interrupted = _SigintFlag() if runtime.is_main else None
-    pending: dict[str, float] = {}
-    pending_steps = 0
+    steps_this_call = 0
     module.train()
-    start_time = time.time()
+    clock.start = time.time()
+    batches = epoch_batches(dataset, config, runtime, step, batches_per_epoch)
     try:
-        while step < max_steps:
-            epoch, skip = divmod(step, batches_per_epoch)
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            sampler = ResumableBatchSampler(
-                len(dataset), train_cfg.batch_size, train_cfg.seed, epoch,
-                runtime.rank, runtime.world_size, skip_batches=skip,
-            )
-            loader = DataLoader(
-                dataset,
-                batch_sampler=sampler,
-                num_workers=config.data.num_workers,
-                collate_fn=collate_samples,
-                pin_memory=runtime.device.type == "cuda",
-            )
-            for batch in loader:
-                batch = move_to_device(batch, runtime.device)
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(
-                        train_cfg.learning_rate, step, train_cfg.lr_decay_step, train_cfg.lr_schedule,
-                        max_steps, train_cfg.lr_warmup_steps,
-                    )
-                generator = step_generator(train_cfg.seed, step)
-                module.global_step = step
-                with torch.autocast(
-                    device_type=runtime.device.type,
-                    dtype=runtime.autocast_dtype or torch.float32,
-                    enabled=runtime.autocast_dtype is not None,
-                ):
-                    loss, scalars, images = trained(batch, generator)
-                if not torch.isfinite(loss):
-                    ids = batch.get("id", [])
-                    kept = last_path if last_path.is_file() else "none yet (the stage restarts from its start)"
-                    raise NonFiniteLossError(
-                        f"{module.name}: loss became {loss.item()} at step {step} "
-                        f"(epoch {epoch}, batch {step % batches_per_epoch}; samples: {', '.join(map(str, ids))}); "
-                        f"last good checkpoint kept: {kept}; lower train.learning_rate or set train.grad_clip "
-                        "and run again to resume from it"
-                    )
-                if unverified is not None:
-                    save(last_path, unverified)
-                    unverified = None
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if train_cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                module.after_optimizer_step()
-                step += 1
-                steps_this_call += 1
-
-                if runtime.is_main:
-                    scalars = {k: float(v) for k, v in scalars.items()}
-                    scalars["loss"] = float(loss.detach())
-                    # Logged values are means over the steps since the last log line: single batches
-                    # of 4 frames vary too much (a stop vs fast driving) to read a trend from.
-                    for key, value in scalars.items():
-                        pending[key] = pending.get(key, 0.0) + value
-                    pending_steps += 1
-                    if step % train_cfg.log_every == 0 or step == max_steps:
-                        scalars = {k: v / pending_steps for k, v in pending.items()}
-                        scalars["lr"] = optimizer.param_groups[0]["lr"]
-                        pending, pending_steps = {}, 0
-                        for key, value in scalars.items():
-                            writer.add_scalar(f"{module.name}/{key}", value, step)
-                        row = {"step": step, "seconds": round(time.time() - start_time, 2), **scalars}
-                        if csv_writer is None:
-                            csv_writer = csv.DictWriter(csv_file, fieldnames=list(row), extrasaction="ignore")
-                            if csv_file.tell() == 0:
-                                csv_writer.writeheader()
-                        csv_writer.writerow(row)
-                        csv_file.flush()
-                    if images and (step % train_cfg.image_log_every == 0 or step == 1):
-                        for key, image in images.items():
-                            writer.add_images(f"{module.name}/{key}", image.detach().float().cpu(), step)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-                if step % train_cfg.checkpoint_every == 0 and step < max_steps and runtime.is_main:
-                    unverified = snapshot()
-                if after_step is not None:
-                    paused = time.time()
-                    after_step(step, module, paused - start_time)
-                    start_time += time.time() - paused
-                    module.train()
-                if interrupted is not None and interrupted.raised:
-                    break
-                if step >= max_steps or (stop_after is not None and steps_this_call >= stop_after):
-                    break
-            if stop_after is not None and steps_this_call >= stop_after:
-                break
+        for epoch, batch in (batches if step < max_steps else ()):
+            batch = move_to_device(batch, runtime.device)
+            schedule.apply(optimizer, step)
+            module.global_step = step
+            loss, scalars, images = _forward(trained, batch, step_generator(train_cfg.seed, step), runtime)
+            if not torch.isfinite(loss):
+                raise _non_finite_loss(module.name, loss, step, epoch, batches_per_epoch, batch, checkpoints.last_path)
+            checkpoints.loss_is_finite()
+            _optimise(loss, optimizer, scaler, params, train_cfg.grad_clip)
+            module.after_optimizer_step()
+            step += 1
+            steps_this_call += 1
+            if training_log is not None:
+                training_log.record(step, loss, scalars, images, optimizer.param_groups[0]["lr"])
+            checkpoints.after_step(step, max_steps)
+            if after_step is not None:
+                clock.call_excluded(after_step, step, module)
+                module.train()
             if interrupted is not None and interrupted.raised:
+                break
+            if step >= max_steps or (stop_after is not None and steps_this_call >= stop_after):
                 break
     except (DataError, OSError) as err:
         # A bad file read by a DataLoader worker: the same one line as with data.num_workers=0.
@@ -387,25 +508,20 @@ def fit(
             raise
         raise original from None
     finally:
+        batches.close()
         if interrupted is not None:
             interrupted.restore()
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-        if csv_file is not None:
-            csv_file.close()
+        if training_log is not None:
+            training_log.close()
 
-    save(last_path)
-    if step >= max_steps:
-        save(final_path, with_optimizer=False)
+    done = checkpoints.finish(step, max_steps)
     if interrupted is not None and interrupted.raised:
         log.warning("%s: interrupted; saved %s at step %d: run the same command again to resume", module.name,
-                    last_path, step)
+                    checkpoints.last_path, step)
         raise KeyboardInterrupt
     if runtime.world_size > 1:
         dist.barrier()
-    return final_path if step >= max_steps else last_path
+    return done
 
 
 def _cpu_copy(value):
