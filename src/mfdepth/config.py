@@ -162,7 +162,6 @@ class TrainConfig:
     seed: int = 0
     accelerator: str = "auto"
     """auto, cpu or gpu."""
-    devices: int = 1
     strategy: str = "auto"
     """auto or ddp (launch with torchrun for several GPUs)."""
     precision: str = "32"
@@ -354,7 +353,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Defaults, then the YAML file at ``path`` (if given), then each ``key=value`` override."""
     data: dict = {}
     if path is not None:
-        data = read_yaml(path)
+        data = _without_retired(read_yaml(path))
         try:
             _from_dict(Config, data)  # a bad key or type in the file names the file
         except ConfigError as err:
@@ -415,7 +414,7 @@ def validate(config: Config) -> None:
     at_least("data.stride", d.stride, 1, " (1 = every frame)")
     at_least("model.num_depth_bins", m.num_depth_bins, 2, " (depth hypotheses of the cost volume; 48 or 96)")
     at_least("model.matching_channels", m.matching_channels, 0, " (0 = the full 1/4 features)")
-    for key in ("batch_size", "pretrain_steps", "teacher_steps", "student_steps", "devices",
+    for key in ("batch_size", "pretrain_steps", "teacher_steps", "student_steps",
                 "checkpoint_every", "log_every", "image_log_every"):
         at_least(f"train.{key}", getattr(t, key), 1)
     for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps"):
@@ -471,9 +470,22 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+RETIRED_KEYS: dict[str, tuple[str, ...]] = {"train": ("devices",)}
+"""Keys that earlier versions wrote into saved configs (checkpoints, config.yaml) and nothing read:
+dropped when such a config is read back, refused as overrides."""
+
+
+def _without_retired(data: dict) -> dict:
+    out = dict(data)
+    for section, keys in RETIRED_KEYS.items():
+        if isinstance(out.get(section), dict) and any(key in out[section] for key in keys):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
 def config_from_dict(data: dict) -> Config:
     """Rebuild a Config from ``to_dict`` output (for example a checkpoint's metadata)."""
-    config = _from_dict(Config, data)
+    config = _from_dict(Config, _without_retired(data))
     validate(config)
     return config
 
@@ -489,4 +501,6 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
     data = to_dict(config)
     for text in overrides:
         data = _merge(data, parse_override(text))
-    return config_from_dict(data)
+    config = _from_dict(Config, data)
+    validate(config)
+    return config
