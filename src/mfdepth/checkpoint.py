@@ -29,6 +29,12 @@ import torch
 
 from mfdepth import __version__
 
+__all__ = [
+    "MULTI", "SINGLE", "TEACHER", "POSE", "CheckpointError", "default_network", "single_frame_name",
+    "restore_networks", "save_checkpoint", "remove_stale_temporaries", "non_finite_entries", "load_checkpoint",
+    "make_meta",
+]
+
 MULTI = "multi"
 """The multi-frame depth network (M0 in a pretrain checkpoint, the student M in a student checkpoint)."""
 SINGLE = "single"

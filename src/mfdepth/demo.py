@@ -192,7 +192,7 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
     from mfdepth.evaluation.convergence import ConvergenceJudge
     from mfdepth.evaluation.poses import evaluate_poses
     from mfdepth.evaluation.runner import evaluate_checkpoint
-    from mfdepth.run_layout import checkpoint_paths, mask_summary_path
+    from mfdepth.run_layout import STAGES, checkpoint_paths, mask_summary_path
     from mfdepth.synth import CAMERA_HEIGHT, ensure_world
     from mfdepth.training.recipe import run_stage
 
@@ -204,7 +204,7 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
     timings["render world"] = time.time() - start
     judge = ConvergenceJudge(config)
     history: list[dict] = []
-    for stage in ("pretrain", "masks", "teacher", "student"):
+    for stage in STAGES:  # every stage, also those the config does not need: the report shows them all
         began = time.time()
         if stage == "masks":
             run_stage(stage, config, run_dir, progress=progress)

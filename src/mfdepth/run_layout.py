@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+STAGES = ("pretrain", "masks", "teacher", "student")
+"""The recipe's stages in order (``mfdepth.training.recipe``); each writes its outputs here. Defined in
+this light module so that the command line can offer them without importing torch."""
+
 CHECKPOINTS = "checkpoints"
 MASKS = "masks"
 LOGS = "logs"

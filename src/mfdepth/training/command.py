@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from mfdepth.run_layout import STAGES
+
 NAME = "train"
 HELP = "Train the method in stages: pretrain, masks, teacher, student (or all)."
 
@@ -48,7 +50,6 @@ def check_resume(config, stages: tuple[str, ...]) -> None:
     from mfdepth.config import to_dict
     from mfdepth.errors import UserError
     from mfdepth.run_layout import checkpoint_paths
-    from mfdepth.training.recipe import STAGES
 
     new = to_dict(config)["model"]
     for stage in STAGES:
@@ -69,7 +70,7 @@ def check_resume(config, stages: tuple[str, ...]) -> None:
 
 def add_arguments(parser) -> None:
     parser.add_argument(
-        "--stage", default="all", choices=["all", "pretrain", "masks", "teacher", "student"],
+        "--stage", default="all", choices=["all", *STAGES],
         help="which stage to run; finished stages are skipped and interrupted ones resume",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -77,7 +78,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mfdepth.training.recipe import STAGES, run_stage
+    from mfdepth.training.recipe import run_stage
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = resolve_config(args)

@@ -24,13 +24,12 @@ from mfdepth.checkpoint import MULTI, POSE, TEACHER, CheckpointError, load_check
 from mfdepth.config import Config, save_config
 from mfdepth.devices import resolve_device
 from mfdepth.evaluation.metrics import MaskQualityAccumulator
-from mfdepth.run_layout import final_checkpoint, mask_summary_path, masks_dir, pose_prior_path
+from mfdepth.run_layout import STAGES, final_checkpoint, mask_summary_path, masks_dir, pose_prior_path
 from mfdepth.training import loop
 from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses
 
 log = logging.getLogger(__name__)
 
-STAGES = ("pretrain", "masks", "teacher", "student")
 
 
 class MissingStageError(FileNotFoundError):
@@ -85,6 +84,12 @@ def _masks_wanted(config: Config) -> bool:
     """The masks (and the robust teacher trained with them) are needed by the masked loss and by robust
     distillation; without either, the teacher stage trains a plain teacher for the same steps."""
     return config.loss.dynamic_mask or config.loss.distillation
+
+
+def planned_stages(config: Config) -> tuple[str, ...]:
+    """The stages ``--stage all`` runs for ``config``, in order: all of :data:`STAGES`, less the masks when
+    nothing uses them."""
+    return tuple(name for name in STAGES if name != "masks" or _masks_wanted(config))
 
 
 def run_teacher(config: Config, run_dir: Path, **fit_kwargs) -> Path:
@@ -206,9 +211,7 @@ def run_stage(stage: str, config: Config, run_dir: str | Path, **fit_kwargs):
     run_dir = prepare_run_dir(config, run_dir)
     if stage == "all":
         results = {}
-        for name in STAGES:
-            if name == "masks" and not _masks_wanted(config):
-                continue
+        for name in planned_stages(config):
             results[name] = run_stage(name, config, run_dir, **fit_kwargs)
         return results
     if stage == "pretrain":
