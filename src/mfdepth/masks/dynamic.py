@@ -1,0 +1,140 @@
+"""The depth inconsistency (dynamic-object) mask: the ratio rule, the full offline rule of the masks
+stage, and its quality against true motion masks."""
+
+from __future__ import annotations
+
+import torch
+
+from mfdepth.masks.ground import fit_ground_plane, ground_mask
+from mfdepth.masks.morphology import dilate, remove_small_blobs
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth inconsistency (dynamic-object) mask
+
+
+def median_scale(depth: Tensor, reference: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Per-image factor ``median(reference) / median(depth)`` over valid pixels.
+
+    Args:
+        depth, reference: ``(B, 1, H, W)`` metres.
+        valid: ``(B, 1, H, W)`` bool; default: both depths > 0.
+    Returns:
+        ``(B, 1, 1, 1)`` factors; 1 for an image without valid pixels.
+    """
+    if valid is None:
+        valid = (depth > 0) & (reference > 0)
+    b = depth.shape[0]
+    nan = torch.full_like(depth, float("nan"))
+    med_depth = torch.where(valid, depth, nan).reshape(b, -1).nanmedian(dim=1).values
+    med_reference = torch.where(valid, reference, nan).reshape(b, -1).nanmedian(dim=1).values
+    scale = med_reference / med_depth
+    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
+    return scale.reshape(b, 1, 1, 1)
+
+
+def depth_inconsistency_mask(
+    depth_multi: Tensor,
+    depth_single: Tensor,
+    upper_ratio: float = 2.0,
+    lower_ratio: float = 0.85,
+    align_median: bool = True,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """The ratio test of the depth inconsistency mask (METHOD.md step 3).
+
+    Args:
+        depth_multi: ``(B, 1, H, W)`` D_o, the multi-frame net's depth, metres.
+        depth_single: ``(B, 1, H, W)`` D_r, the single-frame net's depth, metres.
+        upper_ratio, lower_ratio: flag where ``D_o > upper * D_r`` or ``D_o < lower * D_r`` (paper: 2, 0.85).
+        align_median: first scale D_o per image by ``median(D_r) / median(D_o)`` (over valid pixels).
+        valid: ``(B, 1, H, W)`` bool of pixels to consider; default both depths > 0.
+    Returns:
+        ``(B, 1, H, W)`` bool, True = dynamic; always False outside ``valid``.
+    """
+    if valid is None:
+        valid = (depth_multi > 0) & (depth_single > 0)
+    if align_median:
+        depth_multi = depth_multi * median_scale(depth_multi, depth_single, valid)
+    too_far = depth_multi > upper_ratio * depth_single
+    too_near = depth_multi < lower_ratio * depth_single
+    return (too_far | too_near) & valid
+
+
+# ---------------------------------------------------------------------------------------------
+# The full offline rule
+
+
+def compute_dynamic_mask(
+    depth_multi: Tensor,
+    depth_single: Tensor,
+    K: Tensor,
+    upper_ratio: float = 2.0,
+    lower_ratio: float = 0.85,
+    align_median: bool = True,
+    ground_check: bool = True,
+    camera_height: float | None = None,
+    ground_tolerance: float = 0.15,
+    min_blob_area: int = 0,
+    dilation: int = 0,
+    valid: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The depth inconsistency mask of METHOD.md (steps 3-4); keyword names match ``MaskConfig``.
+
+    ``compute_dynamic_mask(d_multi, d_single, K, **dataclasses.asdict(config.masks))`` applies a config.
+
+    1. ratio test (:func:`depth_inconsistency_mask`),
+    2. if ``ground_check``: fit the ground plane to D_r's lower region and unflag pixels whose D_r point
+       lies on it (:func:`ground_mask`),
+    3. drop blobs smaller than ``min_blob_area`` pixels, then dilate by ``dilation`` pixels.
+
+    Args:
+        depth_multi: ``(B, 1, H, W)`` D_o (multi-frame net), metres.
+        depth_single: ``(B, 1, H, W)`` D_r (single-frame net), metres.
+        K: ``(B, 3, 3)`` intrinsics in pixels of the depth maps.
+        valid: optional ``(B, 1, H, W)`` bool of pixels considered by the ratio test.
+        generator: random source of the plane fit (default: fixed seed).
+    Returns:
+        ``(B, 1, H, W)`` bool, True = dynamic (excluded from the photometric loss downstream).
+    """
+    dynamic = depth_inconsistency_mask(
+        depth_multi, depth_single, upper_ratio, lower_ratio, align_median, valid
+    )
+    if ground_check:
+        plane = fit_ground_plane(depth_single, K, generator=generator)
+        on_ground = ground_mask(depth_single, K, plane, ground_tolerance, camera_height)
+        dynamic = dynamic & ~on_ground
+    dynamic = remove_small_blobs(dynamic, min_blob_area)
+    return dilate(dynamic, dilation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality against ground-truth motion masks
+
+
+def mask_quality(pred: Tensor, truth: Tensor, valid: Tensor | None = None) -> dict[str, float]:
+    """IoU, precision and recall of a predicted mask against a true one, pooled over all pixels given.
+
+    Args:
+        pred, truth: bool / {0, 1} tensors of one shape, e.g. ``(B, 1, H, W)``; True = moving.
+        valid: optional bool of the pixels to count.
+    Returns:
+        ``{"iou", "precision", "recall"}`` as floats in [0, 1]. Empty cases: with no predicted pixels
+        precision is 1 (no false alarm); with no true pixels recall is 1 (nothing missed); with neither,
+        IoU is 1 (perfect agreement).
+    """
+    pred, truth = pred.bool(), truth.bool()
+    if valid is not None:
+        pred, truth = pred & valid.bool(), truth & valid.bool()
+    true_positive = (pred & truth).sum().item()
+    predicted = pred.sum().item()
+    actual = truth.sum().item()
+    union = (pred | truth).sum().item()
+    return {
+        "iou": true_positive / union if union else 1.0,
+        "precision": true_positive / predicted if predicted else 1.0,
+        "recall": true_positive / actual if actual else 1.0,
+    }
