@@ -142,7 +142,7 @@ class TrainConfig:
     learning_rate: float = 2e-4
     lr_decay_step: int = 0
     """Steps between 10x learning-rate drops; 0 = constant (``lr_schedule: step``)."""
-    lr_schedule: str = "step"
+    lr_schedule: str = "cosine"
     """step (10x drops every lr_decay_step) or cosine (from learning_rate down to 1% over each stage)."""
     lr_warmup_steps: int = 0
     """Linear learning-rate warm-up from 0 over the first steps of each stage."""
@@ -173,7 +173,7 @@ class TrainConfig:
     zero_cost_volume_prob: float = 0.25
     freeze_teacher: bool = True
     grad_clip: float = 0.0
-    ema_decay: float = 0.0
+    ema_decay: float = 0.99
     """Exponential moving average of every network's weights with this decay per step (0 = off); the
     checkpoints' networks are the averages (raw weights kept for resuming). See StageModule."""
 
