@@ -2,7 +2,8 @@
 
 Trains the pretrain stage (single-frame + pose warm-up, then the multi-frame net) on a folder of
 frames with intrinsics (default: the HoloLens indoor sample of deep-video-mvs shipped in
-``tests/data/samples/hololens_indoor``: 30 frames, K.txt, uint16 depth PNGs), then evaluates the
+``shared/data/hololens_indoor`` beside the repository: 30 frames, K.txt, uint16 depth PNGs; the
+4 of them shipped in ``tests/data/samples`` when that is absent), then evaluates the
 single- and multi-frame nets on the same frames with ``mfdepth evaluate``'s code, beside a constant
 depth and the per-row prior fitted on the ground truth itself.
 
@@ -30,7 +31,11 @@ from mfdepth.run_layout import checkpoint_paths
 from mfdepth.training.recipe import run_stage
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_ROOT = HERE.parent / "tests" / "data" / "samples" / "hololens_indoor"
+# The 30-frame sequence beside the repository (shared/data), else the 4 frames shipped with the tests.
+DEFAULT_ROOT = next(
+    (p for p in (HERE.parents[1] / "shared" / "data" / "hololens_indoor",
+                 HERE.parent / "tests" / "data" / "samples" / "hololens_indoor") if p.is_dir()),
+)
 RECIPE = [
     "data.dataset=folder", "data.height=128", "data.width=192", "data.num_workers=0",
     "eval.protocol=folder", "eval.max_depth=10", "train.pretrain_steps=400", "train.warmup_steps=250",

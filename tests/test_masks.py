@@ -276,3 +276,18 @@ def test_mask_quality_on_hand_made_masks():
     assert M.mask_quality(pred, empty) == {"iou": 0.0, "precision": 0.0, "recall": 1.0}
     valid = _mask(["#...", "#...", "...."])
     assert M.mask_quality(pred, truth, valid) == {"iou": 0.0, "precision": 0.0, "recall": 1.0}
+
+
+def test_camera_height_scale_recovers_the_scale_of_a_rendered_road():
+    import numpy as np
+
+    from mfdepth.synth.world import CAMERA_HEIGHT as RENDERED_HEIGHT
+    from mfdepth.synth.world import render_sequence
+
+    drive = render_sequence(seed=5, num_frames=2, height=64, width=192)
+    depth = torch.from_numpy(np.ascontiguousarray(drive.depth[:1]))[None]
+    K = torch.from_numpy(drive.K).float()[None]
+    for unknown_scale in (0.02, 1.0, 7.0):
+        factor = M.camera_height_scale(depth * unknown_scale, K, RENDERED_HEIGHT)
+        # Parked cars, kerbs and pedestrians stand on the road; the robust fit still finds the road.
+        assert factor.item() == pytest.approx(1.0 / unknown_scale, rel=0.05)
