@@ -15,14 +15,17 @@ from torch.utils.data import DataLoader
 
 from mfdepth.checkpoint import POSE, CheckpointError, load_checkpoint, restore_networks
 from mfdepth.config import apply_overrides, config_from_dict
+from mfdepth.data import build_dataset
+from mfdepth.data.base import collate_samples
 from mfdepth.evaluation.metrics import relative_pose_errors
+from mfdepth.models import prepare_for_inference
+from mfdepth.models.factory import build_pose
+from mfdepth.synth.writer import read_poses
 
 
 def true_relative_poses(root: str | Path, sample_ids: list[str]) -> np.ndarray:
     """``(N, 4, 4)`` true ``T_source_target`` (target -> previous frame) for KITTI-style sample ids
     ``"<folder> <frame> <side>"`` of a world with ``<root>/<folder>/gt/poses.txt``."""
-    from mfdepth.synth.writer import read_poses
-
     cache: dict[str, np.ndarray] = {}
     out = []
     for sample_id in sample_ids:
@@ -41,9 +44,6 @@ def true_relative_poses(root: str | Path, sample_ids: list[str]) -> np.ndarray:
 
 def load_pose_net(checkpoint: str | Path, device: str | torch.device = "cpu"):
     """``(pose_net, config)`` of any checkpoint that holds a pose net (pretrain, teacher, student)."""
-    from mfdepth.models import prepare_for_inference
-    from mfdepth.models.factory import build_pose
-
     state = load_checkpoint(checkpoint, map_location=device)
     meta = state["meta"]
     if POSE not in state["models"]:
@@ -58,9 +58,6 @@ def load_pose_net(checkpoint: str | Path, device: str | torch.device = "cpu"):
 @torch.no_grad()
 def evaluate_poses(checkpoint: str | Path, split: str = "test", overrides=(), device: str = "cpu") -> dict:
     """Relative pose errors of the checkpoint's pose net on ``split`` (frames 0 and -1 of each sample)."""
-    from mfdepth.data import build_dataset
-    from mfdepth.data.base import collate_samples
-
     pose, config = load_pose_net(checkpoint, device)
     config = apply_overrides(config, list(overrides))
     config.data.frame_offsets = [0, -1]

@@ -15,7 +15,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from mfdepth.config import apply_overrides
+from mfdepth.data import build_dataset
+from mfdepth.data.base import collate_samples
 from mfdepth.evaluation.protocols import DepthMetricAccumulator, EvaluationResult
+from mfdepth.inference.predictor import DepthPredictor
+from mfdepth.masks import camera_height_scale
 
 
 @dataclass
@@ -68,11 +72,6 @@ def evaluate_checkpoint(
             it (:func:`mfdepth.masks.camera_height_scale`) and median scaling is off: the errors are
             those of a user who knows only how high the camera is mounted.
     """
-    from mfdepth.data import build_dataset
-    from mfdepth.data.base import collate_samples
-    from mfdepth.inference.predictor import DepthPredictor
-    from mfdepth.masks import camera_height_scale
-
     predictor = DepthPredictor(checkpoint, network=network, device=device)
     config = apply_overrides(predictor.config, list(overrides))
     data_cfg = config.data

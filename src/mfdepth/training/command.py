@@ -37,35 +37,14 @@ def resolve_config(args):
     return config
 
 
-RESUMABLE_MODEL_CHANGES = ("pretrained_weights",)
-"""Model settings a run may change between calls (they only initialise a network that is then trained)."""
+def __getattr__(name: str):
+    """``check_resume`` and ``RESUMABLE_MODEL_CHANGES`` live in :mod:`mfdepth.training.recipe` (kept importable
+    from here without importing torch when the command line is parsed)."""
+    if name in ("check_resume", "RESUMABLE_MODEL_CHANGES"):
+        from mfdepth.training import recipe
 
-
-def check_resume(config, stages: tuple[str, ...]) -> None:
-    """Refuse, before anything in the run directory is rewritten, to resume or reuse checkpoints of ``stages``
-    that were trained with other model settings (mixing architectures silently, or failing with a
-    size-mismatch traceback); the encoder depth, which every later stage inherits, must match for every
-    checkpoint of the run."""
-    from mfdepth.checkpoint import load_checkpoint
-    from mfdepth.config import to_dict
-    from mfdepth.errors import UserError
-    from mfdepth.run_layout import checkpoint_paths
-
-    new = to_dict(config)["model"]
-    for stage in STAGES:
-        for path in checkpoint_paths(config.run_dir, stage):
-            if not path.is_file():
-                continue
-            old = load_checkpoint(path, mmap=True)["meta"].get("config", {}).get("model", {})
-            keys = [k for k in new if k not in RESUMABLE_MODEL_CHANGES] if stage in stages else ["encoder_layers"]
-            changed = [k for k in keys if k in old and old[k] != new[k]]
-            if changed:
-                key = changed[0]
-                raise UserError(
-                    f"{path} was trained with model.{key}={old[key]!r}, not {new[key]!r}: drop the change to resume "
-                    f"this run (its config.yaml is unchanged), or give a new --run-dir for the changed model"
-                )
-            break
+        return getattr(recipe, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_arguments(parser) -> None:
@@ -78,11 +57,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mfdepth.training.recipe import run_stage
+    from mfdepth.training.recipe import train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = resolve_config(args)
-    check_resume(config, STAGES if args.stage == "all" else (args.stage,))
-    result = run_stage(args.stage, config, config.run_dir, progress=not args.quiet)
+    result = train(resolve_config(args), args.stage, progress=not args.quiet)
     print(f"{args.stage}: done -> {result}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mfdepth.training.command import add_config_arguments, check_resume, resolve_config
+from mfdepth.training.command import add_config_arguments, resolve_config
 
 NAME = "masks"
 HELP = "Write depth inconsistency masks for every training frame from the pretrain stage's networks."
@@ -16,11 +16,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mfdepth.training.recipe import prepare_run_dir, run_masks
+    from mfdepth.training.recipe import write_masks
 
-    config = resolve_config(args)
-    check_resume(config, ("pretrain",))
-    run_dir = prepare_run_dir(config, config.run_dir)
-    summary = run_masks(config, run_dir, progress=not args.quiet)
+    summary = write_masks(resolve_config(args), progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0

@@ -21,10 +21,18 @@ from torch.utils.data import DataLoader
 from mfdepth import masks as mask_rules
 from mfdepth import run_layout
 from mfdepth.checkpoint import MULTI, POSE, TEACHER, CheckpointError, load_checkpoint, restore_networks
-from mfdepth.config import Config, save_config
+from mfdepth.config import Config, save_config, to_dict
 from mfdepth.devices import resolve_device
+from mfdepth.errors import UserError
 from mfdepth.evaluation.metrics import MaskQualityAccumulator
-from mfdepth.run_layout import STAGES, final_checkpoint, mask_summary_path, masks_dir, pose_prior_path
+from mfdepth.run_layout import (
+    STAGES,
+    checkpoint_paths,
+    final_checkpoint,
+    mask_summary_path,
+    masks_dir,
+    pose_prior_path,
+)
 from mfdepth.training import loop
 from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses
 
@@ -206,6 +214,47 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     return summary
 
 
+RESUMABLE_MODEL_CHANGES = ("pretrained_weights",)
+"""Model settings a run may change between calls (they only initialise a network that is then trained)."""
+
+
+def check_resume(config, stages: tuple[str, ...]) -> None:
+    """Refuse, before anything in the run directory is rewritten, to resume or reuse checkpoints of ``stages``
+    that were trained with other model settings (mixing architectures silently, or failing with a
+    size-mismatch traceback); the encoder depth, which every later stage inherits, must match for every
+    checkpoint of the run."""
+    new = to_dict(config)["model"]
+    for stage in STAGES:
+        for path in checkpoint_paths(config.run_dir, stage):
+            if not path.is_file():
+                continue
+            old = load_checkpoint(path, mmap=True)["meta"].get("config", {}).get("model", {})
+            keys = [k for k in new if k not in RESUMABLE_MODEL_CHANGES] if stage in stages else ["encoder_layers"]
+            changed = [k for k in keys if k in old and old[k] != new[k]]
+            if changed:
+                key = changed[0]
+                raise UserError(
+                    f"{path} was trained with model.{key}={old[key]!r}, not {new[key]!r}: drop the change to resume "
+                    f"this run (its config.yaml is unchanged), or give a new --run-dir for the changed model"
+                )
+            break
+
+
+def train(config: Config, stage: str = "all", progress: bool = True):
+    """``mfdepth train``: refuse checkpoints of the run trained with other model settings
+    (:func:`check_resume`), then :func:`run_stage` ``stage`` in ``config.run_dir``."""
+    check_resume(config, STAGES if stage == "all" else (stage,))
+    return run_stage(stage, config, config.run_dir, progress=progress)
+
+
+def write_masks(config: Config, progress: bool = True) -> dict:
+    """``mfdepth masks``: the masks stage alone in ``config.run_dir`` (after :func:`check_resume` of the
+    pretrain checkpoint it reads), whether or not its masks are current; returns the summary."""
+    check_resume(config, ("pretrain",))
+    run_dir = prepare_run_dir(config, config.run_dir)
+    return run_masks(config, run_dir, progress=progress)
+
+
 def run_stage(stage: str, config: Config, run_dir: str | Path, **fit_kwargs):
     """Run one stage (or ``all``) in ``run_dir``; completed stages are skipped, interrupted ones resume."""
     run_dir = prepare_run_dir(config, run_dir)
@@ -238,4 +287,5 @@ def _masks_are_current(run_dir: Path) -> bool:
         return False
 
 
-__all__ = ["STAGES", "CheckpointError", "MissingStageError", "run_stage", "run_masks"]
+__all__ = ["STAGES", "CheckpointError", "MissingStageError", "check_resume", "run_stage", "run_masks", "train",
+           "write_masks"]
