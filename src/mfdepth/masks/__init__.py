@@ -1,6 +1,6 @@
 """Masks: the depth inconsistency mask, the ground-plane check, and the robust-distillation masks.
 
-See ``shared/METHOD.md``, sections "Depth inconsistency mask" and "Robust knowledge distillation". All
+See ``docs/METHOD.md``, sections "Depth inconsistency mask" and "Robust knowledge distillation". All
 functions are pure and batched; masks are bool ``(B, 1, H, W)`` with True = "flagged" (dynamic, ground,
 inconsistent, distil here...) as each docstring says.
 

@@ -1,4 +1,4 @@
-"""The staged recipe of METHOD.md: pretrain -> masks -> teacher -> student.
+"""The staged recipe of docs/METHOD.md: pretrain -> masks -> teacher -> student.
 
 Each stage reads what the previous one wrote in the run directory and writes its own checkpoint;
 each is resumable and can be run on its own. A stage whose input is missing says which command
