@@ -9,7 +9,9 @@ frame costs one encoder pass. Outputs are written per frame as they come (see
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import torch
 from mfdepth.data.calibration import Intrinsics
 from mfdepth.devices import resolve_device
 from mfdepth.inference.intrinsics import checkpoint_intrinsics, intrinsics_at_size, user_intrinsics
-from mfdepth.inference.sources import FrameSource
+from mfdepth.inference.sources import FrameSource, input_sources, pair_source
 from mfdepth.inference.writers import DepthWriter
 
 log = logging.getLogger(__name__)
@@ -162,3 +164,45 @@ def predict_source(
     summary.seconds = time.perf_counter() - start
     summary.written = list(writer.written)
     return summary
+
+
+def predict(
+    checkpoint: str | Path | None,
+    out: str | Path,
+    formats: tuple[str, ...],
+    pair: tuple[str | Path, str | Path] | None = None,
+    input_path: str | Path | None = None,
+    stride: int = 1,
+    intrinsics_file: str | Path | None = None,
+    focal_px: float | None = None,
+    network: str = "auto",
+    backend: str = "torch",
+    onnx_path: str | Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> list[PredictionSummary]:
+    """What ``mfdepth predict`` does: depth for ``pair`` (previous, target) or every sequence of ``input_path``
+    (a video, a folder of frames or a folder of such folders) with one predictor, written under ``out``
+    (one subfolder per sequence when there are several). ``report`` gets one line per sequence."""
+    sources = [pair_source(*pair)] if pair else input_sources(input_path, stride)
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="mfdepth-onnx-") as export_dir:
+        predictor = load_predictor(checkpoint, network, backend, onnx_path, device, threads, export_dir)
+        needed = predictor.is_multi_frame or "ply" in formats
+        out = Path(out)
+        for source in sources:
+            intrinsics = source_intrinsics(source, predictor, intrinsics_file, focal_px, needed)
+            out_dir = out if len(sources) == 1 else out / source.name
+            summary = predict_source(
+                predictor, source, out_dir, formats, intrinsics, pair=bool(pair), progress=progress
+            )
+            summaries.append(summary)
+            if report is not None:
+                per_frame = 1000.0 * summary.seconds / max(summary.frames, 1)
+                report(
+                    f"{source.name}: {summary.frames} frame(s) -> {out_dir} ({', '.join(formats)}); "
+                    f"{predictor.network}-frame network, {backend} backend, {per_frame:.0f} ms/frame"
+                )
+    return summaries

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import tempfile
-from pathlib import Path
 
 from mfdepth.inference.writers import FORMATS, parse_formats
 
@@ -41,8 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mfdepth.errors import UserError
-    from mfdepth.inference.pipeline import load_predictor, predict_source, source_intrinsics
-    from mfdepth.inference.sources import input_sources, pair_source
+    from mfdepth.inference.pipeline import predict
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -55,22 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give either --intrinsics or --focal, not both")
     if args.focal is not None and not (math.isfinite(args.focal) and args.focal > 0):
         raise UserError(f"--focal: {args.focal} is not a focal length; give a positive number of pixels")
-    sources = [pair_source(*args.pair)] if args.pair else input_sources(args.input, args.stride)
-    with tempfile.TemporaryDirectory(prefix="mfdepth-onnx-") as export_dir:
-        predictor = load_predictor(
-            args.checkpoint, args.network, args.backend, args.onnx, args.device, args.threads, export_dir
-        )
-        needed = predictor.is_multi_frame or "ply" in formats
-        out = Path(args.out)
-        for source in sources:
-            intrinsics = source_intrinsics(source, predictor, args.intrinsics, args.focal, needed)
-            out_dir = out if len(sources) == 1 else out / source.name
-            summary = predict_source(
-                predictor, source, out_dir, formats, intrinsics, pair=bool(args.pair), progress=not args.quiet
-            )
-            per_frame = 1000.0 * summary.seconds / max(summary.frames, 1)
-            print(
-                f"{source.name}: {summary.frames} frame(s) -> {out_dir} ({', '.join(formats)}); "
-                f"{predictor.network}-frame network, {args.backend} backend, {per_frame:.0f} ms/frame"
-            )
+    predict(
+        args.checkpoint, args.out, formats, pair=args.pair, input_path=args.input, stride=args.stride,
+        intrinsics_file=args.intrinsics, focal_px=args.focal, network=args.network, backend=args.backend,
+        onnx_path=args.onnx, device=args.device, threads=args.threads, progress=not args.quiet, report=print,
+    )
     return 0

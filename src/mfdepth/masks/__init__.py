@@ -16,12 +16,16 @@ function is importable from ``mfdepth.masks`` itself.
 """
 
 from mfdepth.masks.distillation import cost_volume_inconsistency, distillation_region, reliability_mask
-from mfdepth.masks.dynamic import compute_dynamic_mask, depth_inconsistency_mask, mask_quality, median_scale
+from mfdepth.masks.dynamic import compute_dynamic_mask, depth_inconsistency_mask, mask_quality, median_ratio
 from mfdepth.masks.ground import camera_height_scale, fit_ground_plane, ground_mask, height_above_plane
 from mfdepth.masks.morphology import connected_components, dilate, remove_small_blobs
 
 __all__ = [
     "camera_height_scale", "compute_dynamic_mask", "connected_components", "cost_volume_inconsistency",
     "depth_inconsistency_mask", "dilate", "distillation_region", "fit_ground_plane", "ground_mask",
-    "height_above_plane", "mask_quality", "median_scale", "reliability_mask", "remove_small_blobs",
+    "height_above_plane", "mask_quality", "median_ratio", "reliability_mask", "remove_small_blobs",
 ]
+
+median_scale = median_ratio
+"""The former name of :func:`median_ratio`, kept for existing callers (not the evaluation's
+``median_scale``, which returns ``(scaled, ratio)``)."""

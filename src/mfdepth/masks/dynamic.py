@@ -15,8 +15,9 @@ Tensor = torch.Tensor
 # Depth inconsistency (dynamic-object) mask
 
 
-def median_scale(depth: Tensor, reference: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Per-image factor ``median(reference) / median(depth)`` over valid pixels.
+def median_ratio(depth: Tensor, reference: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Per-image factor ``median(reference) / median(depth)`` over valid pixels (a factor only; the
+    evaluation's :func:`mfdepth.evaluation.metrics.median_scale` returns the scaled prediction too).
 
     Args:
         depth, reference: ``(B, 1, H, W)`` metres.
@@ -57,7 +58,7 @@ def depth_inconsistency_mask(
     if valid is None:
         valid = (depth_multi > 0) & (depth_single > 0)
     if align_median:
-        depth_multi = depth_multi * median_scale(depth_multi, depth_single, valid)
+        depth_multi = depth_multi * median_ratio(depth_multi, depth_single, valid)
     too_far = depth_multi > upper_ratio * depth_single
     too_near = depth_multi < lower_ratio * depth_single
     return (too_far | too_near) & valid
@@ -124,7 +125,9 @@ def mask_quality(pred: Tensor, truth: Tensor, valid: Tensor | None = None) -> di
     Returns:
         ``{"iou", "precision", "recall"}`` as floats in [0, 1]. Empty cases: with no predicted pixels
         precision is 1 (no false alarm); with no true pixels recall is 1 (nothing missed); with neither,
-        IoU is 1 (perfect agreement).
+        IoU is 1 (perfect agreement). The masks stage's summary and the evaluation use
+        :class:`mfdepth.evaluation.metrics.MaskQualityAccumulator` instead, which pools NumPy masks over a
+        split and reports these undefined ratios as NaN.
     """
     pred, truth = pred.bool(), truth.bool()
     if valid is not None:
