@@ -168,3 +168,26 @@ def test_unreadable_video_names_the_file(tmp_path):
     cfg = DataConfig(dataset="folder", root=str(path), height=32, width=64, focal_px=100.0)
     with pytest.raises(DataError, match=rf"cannot decode video {path}"):
         build_dataset(cfg, "train")
+
+
+def test_ground_truth_beside_the_frames_as_npy_metres_or_png_millimetres(samples, tmp_path):
+    source = samples / "hololens_indoor"
+    root = tmp_path / "own_video"
+    (root / "depth").mkdir(parents=True)
+    names = sorted(p.name for p in (source / "images").iterdir())
+    for name in names:  # frames directly in the folder this time, ground truth in depth/
+        (root / name).write_bytes((source / "images" / name).read_bytes())
+    (root / "K.txt").write_bytes((source / "K.txt").read_bytes())
+    millimetres = [np.asarray(Image.open(source / "depth" / n), dtype=np.float64) for n in names]
+    np.save(root / "depth" / f"{Path(names[0]).stem}.npy", (millimetres[0] / 1000.0).astype(np.float32))
+    for name in names[1:]:
+        (root / "depth" / name).write_bytes((source / "depth" / name).read_bytes())
+    dataset = build_dataset(DataConfig(dataset="folder", root=str(root), height=360, width=540,
+                                       frame_offsets=[0]), "test")
+    assert dataset.has_depth_gt
+    for index, mm in enumerate(millimetres):
+        assert np.allclose(dataset[index]["depth_gt"][0].numpy(), mm / 1000.0, atol=1e-6)
+    np.save(root / "depth" / f"{Path(names[0]).stem}.npy", np.zeros((2, 2, 2)))
+    with pytest.raises(DataError, match="2-D array"):
+        build_dataset(DataConfig(dataset="folder", root=str(root), height=360, width=540, frame_offsets=[0]),
+                      "test")[0]

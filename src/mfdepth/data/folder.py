@@ -74,7 +74,7 @@ def _sequence_in(folder: Path, name: str, stride: int) -> FolderSequence | None:
     picked = list(range(0, len(all_frames), stride))
     frames = [all_frames[i] for i in picked]
     depth = None
-    if image_dir != folder and (folder / "depth").is_dir():
+    if (folder / "depth").is_dir():
         # Ground truth beside the frames: depth/<stem>.npy (float metres) or depth/<name>.png (uint16 mm).
         candidates = []
         for f in frames:
