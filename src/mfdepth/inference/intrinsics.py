@@ -3,10 +3,10 @@
 Every source ends up as a :class:`mfdepth.data.calibration.Intrinsics` (normalised, or pixels of a known
 size), turned into pixels of each input frame by :func:`intrinsics_at_size`.
 
-A checkpoint carries its training config, and through it the camera it was trained with: the synthetic
-world's camera, Monodepth2's KITTI camera (or the first date's ``P_rect_02`` when the KITTI root is
-reachable), or a folder's intrinsics file / focal length. Cityscapes and DDAD have one camera file per
-frame, so their checkpoints name no camera and the user must give one.
+A checkpoint stores the camera it was trained with (``meta["intrinsics"]``, written by training from
+:func:`mfdepth.data.camera.training_camera`); for a checkpoint written before that, the same function is
+asked about its training config. Cityscapes and DDAD have one camera file per frame, so their checkpoints
+name no camera and the user must give one.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ import torch
 
 from mfdepth.config import Config
 from mfdepth.data.calibration import (
-    MONODEPTH2_NORMALIZED_K,
     Intrinsics,
     check_intrinsics,
     intrinsics_from_focal,
     load_intrinsics_file,
-    load_kitti_calibration,
 )
+from mfdepth.data.camera import training_camera
 from mfdepth.data.errors import DataError
-from mfdepth.data.files import image_size, list_images
 from mfdepth.geometry import scale_intrinsics
 
 log = logging.getLogger(__name__)
@@ -79,26 +77,6 @@ def _file_intrinsics(path: str | Path, size: tuple[int, int]) -> Intrinsics:
     return Intrinsics(found.K, False, found.size or size)
 
 
-def _first_frame_size(root: Path) -> tuple[int, int] | None:
-    """``(width, height)`` of the first frame of a training folder, when it is reachable."""
-    if not root.is_dir():
-        return None
-    for folder in (root / "images", root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        if folder.is_dir():
-            frames = list_images(folder)
-            if frames:
-                return image_size(frames[0])
-    return None
-
-
-def _kitti_intrinsics(root: Path) -> tuple[Intrinsics, str]:
-    dates = sorted(p for p in root.glob("*") if (p / "calib_cam_to_cam.txt").is_file()) if root.is_dir() else []
-    if dates:
-        K, size = load_kitti_calibration(dates[0]).intrinsics("02")
-        return Intrinsics(K, False, size), f"KITTI P_rect_02 of {dates[0] / 'calib_cam_to_cam.txt'}"
-    return Intrinsics(MONODEPTH2_NORMALIZED_K, True), "Monodepth2's average KITTI camera (normalised)"
-
-
 def checkpoint_intrinsics(meta: dict, config: Config, checkpoint: str | Path) -> tuple[Intrinsics, str]:
     """The camera a checkpoint was trained with, and a phrase saying where it came from.
 
@@ -110,30 +88,11 @@ def checkpoint_intrinsics(meta: dict, config: Config, checkpoint: str | Path) ->
         size = (int(stored["width"]), int(stored["height"])) if "width" in stored and "height" in stored else None
         normalized = bool(stored.get("normalized", False))
         K = check_intrinsics(stored["K"], f"the camera stored in checkpoint {checkpoint}", size, normalized)
-        return Intrinsics(K, normalized, size), "the checkpoint's stored camera"
+        return Intrinsics(K, normalized, size), str(stored.get("source", "the checkpoint's stored camera"))
+    found = training_camera(config.data)  # a checkpoint written before training stored its camera
+    if found is not None:
+        return found
     data = config.data
-    if data.dataset == "synthetic":
-        from mfdepth.synth.world import intrinsics as synthetic_camera
-
-        K = synthetic_camera(data.height, data.width)
-        return Intrinsics(K, False, (data.width, data.height)), "the synthetic world's camera"
-    if data.dataset == "kitti":
-        if data.average_intrinsics:
-            return Intrinsics(MONODEPTH2_NORMALIZED_K, True), "Monodepth2's average KITTI camera (normalised)"
-        return _kitti_intrinsics(Path(data.root))
-    if data.dataset == "folder" and (data.intrinsics or data.focal_px is not None):
-        if data.intrinsics and Path(data.intrinsics).is_file():
-            found = load_intrinsics_file(data.intrinsics)
-            size = found.size or _first_frame_size(Path(data.root))
-            if found.normalized or size is not None:
-                return Intrinsics(found.K, found.normalized, size), f"the training intrinsics file {data.intrinsics}"
-        if data.focal_px is not None:
-            size = _first_frame_size(Path(data.root))
-            if size is not None:
-                return (
-                    Intrinsics(intrinsics_from_focal(data.focal_px, *size), False, size),
-                    f"the training focal length {data.focal_px} px",
-                )
     raise DataError(
         f"checkpoint {checkpoint} names no camera (trained on '{data.dataset}' data with per-frame or "
         "unreachable intrinsics): pass --intrinsics K.yaml|K.json or --focal PX"

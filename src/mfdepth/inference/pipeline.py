@@ -18,10 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mfdepth.checkpoint import CheckpointError, default_network, load_checkpoint
 from mfdepth.data.calibration import Intrinsics
 from mfdepth.devices import resolve_device
+from mfdepth.errors import UserError
 from mfdepth.inference.intrinsics import checkpoint_intrinsics, intrinsics_at_size, user_intrinsics
+from mfdepth.inference.predictor import DepthPredictor
 from mfdepth.inference.sources import FrameSource, input_sources, pair_source
+from mfdepth.inference.streaming import StreamingPredictor
 from mfdepth.inference.writers import DepthWriter
 
 log = logging.getLogger(__name__)
@@ -58,9 +62,6 @@ def load_predictor(
     With ``backend="onnx"`` and no ``onnx_path`` the checkpoint is exported (with its parity check) into
     ``export_dir``, which the caller owns.
     """
-    from mfdepth.checkpoint import CheckpointError
-    from mfdepth.errors import UserError
-
     if backend == "onnx" and onnx_path is not None:
         from mfdepth.inference.onnx_backend import OnnxDepthPredictor
 
@@ -76,12 +77,9 @@ def load_predictor(
             "(RUN_DIR/checkpoints/<stage>.ckpt)"
         )
     if backend == "torch":
-        from mfdepth.inference.predictor import DepthPredictor
-
         if threads:
             torch.set_num_threads(threads)
         return DepthPredictor(checkpoint, network=network, device=resolve_device(device))
-    from mfdepth.checkpoint import default_network, load_checkpoint
     from mfdepth.inference.onnx_backend import OnnxDepthPredictor
     from mfdepth.inference.onnx_export import export_onnx
 
@@ -129,8 +127,6 @@ def predict_source(
             predictor (each frame resized to the network size on its own, K from the target's size).
     """
     from tqdm import tqdm
-
-    from mfdepth.inference.streaming import StreamingPredictor
 
     out_dir = Path(out_dir)
     summary = PredictionSummary(source.name, out_dir)

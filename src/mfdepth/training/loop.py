@@ -192,8 +192,9 @@ class Checkpointer:
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, config, run_dir: Path,
-                 runtime: Runtime):
+                 runtime: Runtime, extra_meta: dict | None = None):
         self.module, self.optimizer, self.runtime = module, optimizer, runtime
+        self.extra_meta = dict(extra_meta or {})
         self.final_path, self.last_path = checkpoint_paths(run_dir, module.name)
         self.config_dict = to_dict(config)
         self.every = config.train.checkpoint_every
@@ -239,7 +240,7 @@ class Checkpointer:
             "optimizer": self.optimizer.state_dict() if with_optimizer else None,
             "step": step,
             "stage": self.module.name,
-            "meta": make_meta(self.config_dict, self.module.name, **self.module.checkpoint_meta()),
+            "meta": make_meta(self.config_dict, self.module.name, **{**self.extra_meta, **self.module.checkpoint_meta()}),
         })
 
     def save(self, path: Path, step: int, with_optimizer: bool = True) -> None:
@@ -431,6 +432,7 @@ def fit(
     progress: bool = True,
     stop_after: int | None = None,
     after_step=None,
+    extra_meta: dict | None = None,
 ) -> Path:
     """Train ``module`` (a StageModule) for ``max_steps`` steps, resuming if a checkpoint exists.
 
@@ -451,6 +453,7 @@ def fit(
         after_step: optional ``callable(step, module, seconds)`` run after every optimisation step
             (the convergence benchmark evaluates the networks there); ``seconds`` is the training time
             of this call so far, the callback's own time excluded.
+        extra_meta: entries added to every checkpoint's ``meta`` (the recipe stores the camera there).
     Returns:
         Path of the stage's final checkpoint.
     """
@@ -460,7 +463,7 @@ def fit(
     module.to(runtime.device)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, train_cfg)
-    checkpoints = Checkpointer(module, optimizer, config, run_dir, runtime)
+    checkpoints = Checkpointer(module, optimizer, config, run_dir, runtime, extra_meta)
     step = checkpoints.resume(max_steps)
     if step >= max_steps and checkpoints.final_path.is_file():
         return checkpoints.final_path

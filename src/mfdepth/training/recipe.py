@@ -22,6 +22,10 @@ from mfdepth import masks as mask_rules
 from mfdepth import run_layout
 from mfdepth.checkpoint import MULTI, POSE, TEACHER, CheckpointError, load_checkpoint, restore_networks
 from mfdepth.config import Config, save_config, to_dict
+from mfdepth.data import build_dataset, mask_path_for
+from mfdepth.data.base import collate_samples
+from mfdepth.data.camera import camera_meta
+from mfdepth.data.two_view import attach_pose_priors, load_or_compute_pose_priors
 from mfdepth.devices import resolve_device
 from mfdepth.errors import UserError
 from mfdepth.evaluation.metrics import MaskQualityAccumulator
@@ -63,13 +67,9 @@ def _need(path: Path, what: str, run_dir: Path, stage: str) -> Path:
 def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: bool = False):
     """The augmented training split, with the depth inconsistency masks and the two-view pose prior
     (computed once, cached in the run directory) when the config uses them."""
-    from mfdepth.data import build_dataset
-
     mask_dir = masks_dir(run_dir) if with_masks else None
     dataset = build_dataset(config.data, "train", augment=True, mask_dir=mask_dir, seed=config.train.seed)
     if config.train.pose_prior_steps > 0:
-        from mfdepth.data.two_view import attach_pose_priors, load_or_compute_pose_priors
-
         attach_pose_priors(dataset, load_or_compute_pose_priors(dataset, pose_prior_path(run_dir), progress))
     return dataset
 
@@ -81,11 +81,16 @@ def prepare_run_dir(config: Config, run_dir: str | Path) -> Path:
     return run_dir
 
 
+def _fit(stage, dataset, config: Config, run_dir: Path, steps: int, fit_kwargs: dict) -> Path:
+    """:func:`loop.fit` with the training camera stored in every checkpoint (prediction reads it there)."""
+    return loop.fit(stage, dataset, config, run_dir, steps, extra_meta=camera_meta(config.data), **fit_kwargs)
+
+
 def run_pretrain(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     with seeded(config.train.seed):
         stage = PretrainStage(config)
     dataset = training_dataset(config, run_dir, with_masks=False)
-    return loop.fit(stage, dataset, config, run_dir, config.train.pretrain_steps, **fit_kwargs)
+    return _fit(stage, dataset, config, run_dir, config.train.pretrain_steps, fit_kwargs)
 
 
 def _masks_wanted(config: Config) -> bool:
@@ -114,7 +119,7 @@ def run_teacher(config: Config, run_dir: Path, **fit_kwargs) -> Path:
         stage = TeacherStage(config)
     stage.start_from(pretrain["models"])
     dataset = training_dataset(config, run_dir, with_masks=with_masks)
-    return loop.fit(stage, dataset, config, run_dir, config.train.teacher_steps, **fit_kwargs)
+    return _fit(stage, dataset, config, run_dir, config.train.teacher_steps, fit_kwargs)
 
 
 def run_student(config: Config, run_dir: Path, **fit_kwargs) -> Path:
@@ -131,7 +136,7 @@ def run_student(config: Config, run_dir: Path, **fit_kwargs) -> Path:
         stage = StudentStage(config)
     stage.start_from(teacher["models"][TEACHER], teacher["models"][POSE], pretrain["models"][MULTI])
     dataset = training_dataset(config, run_dir, with_masks=with_masks)
-    return loop.fit(stage, dataset, config, run_dir, config.train.student_steps, **fit_kwargs)
+    return _fit(stage, dataset, config, run_dir, config.train.student_steps, fit_kwargs)
 
 
 def _pretrain_networks(config: Config, run_dir: Path, device):
@@ -149,9 +154,6 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     layer reads them from. The summary (``masks/summary.json``) holds the fraction of pixels masked
     and, where the data has true motion masks, IoU / precision / recall against them.
     """
-    from mfdepth.data import build_dataset, mask_path_for
-    from mfdepth.data.base import collate_samples
-
     device = resolve_device(config.train.accelerator, "train.accelerator")
     nets = _pretrain_networks(config, run_dir, device)
     dataset = build_dataset(config.data, "train", augment=False, seed=config.train.seed)
