@@ -46,7 +46,7 @@ def test_two_process_ddp_pretrain(tmp_path):
     ensure_world(world, preset="tiny", progress=False)
     overrides = [
         f"data.root={world}", "data.synth_preset=tiny", "data.num_workers=0", "model.num_depth_bins=8",
-        "train.batch_size=1", "train.pretrain_steps=2", "train.warmup_steps=1", "train.strategy=ddp", "train.accelerator=cpu",
+        "train.batch_size=1", "train.pretrain_steps=2", "train.warmup_steps=1", "train.ema_decay=0", "train.strategy=ddp", "train.accelerator=cpu",
         f"run_dir={tmp_path / 'run'}",
     ]
     mp.spawn(_worker, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
