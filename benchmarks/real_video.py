@@ -37,9 +37,9 @@ DEFAULT_ROOT = next(
                  HERE.parent / "tests" / "data" / "samples" / "hololens_indoor") if p.is_dir()),
 )
 RECIPE = [
-    "data.dataset=folder", "data.height=128", "data.width=192", "data.num_workers=0",
-    "eval.protocol=folder", "eval.max_depth=10", "train.pretrain_steps=400", "train.warmup_steps=250",
-    "train.pose_prior_steps=400", "model.pose_translation_scale=0.01",
+    "data.dataset=folder", "data.height=96", "data.width=160", "data.num_workers=0",
+    "eval.protocol=folder", "eval.max_depth=10", "train.pretrain_steps=350", "train.warmup_steps=250",
+    "train.pose_prior_steps=250",
 ]
 
 
