@@ -103,7 +103,7 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
         reference = kind == "manydepth_reference"
         # The reference matches the full 64-channel single-scale features, as ManyDepth does.
         multi = MultiFrameDepthNet(num_depth_bins=bins, msff=not reference,
-                                   matching_channels=0 if reference else 16).eval()
+                                   matching_channels=0 if reference else 16, fine_matching=not reference).eval()
         pose = PoseNet().eval()
         if not reference:  # the reference runs as ManyDepth's code does: plain NCHW
             prepare_for_inference(multi, pose)
@@ -117,7 +117,7 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
         nets = [multi, pose]
         flop_fn = pair
     elif kind in ("streaming", "streaming_pose_half"):
-        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=True)
+        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=True, fine_matching=True)
         pose = PoseNet(input_downsample=2 if kind == "streaming_pose_half" else 1)
         prepare_for_inference(multi, pose)
         stream = StreamingDepth(multi, pose)

@@ -77,6 +77,9 @@ class ModelConfig:
     """Multi-scale feature fusion for matching (off = ManyDepth's single-scale matching)."""
     matching_channels: int = 16
     """Channels of the learned projection the cost volume compares (0 = the full 1/4 features, as ManyDepth)."""
+    fine_matching: bool = True
+    """Also match the images themselves at full resolution, each 1/4 cell's cost averaged over its pixels,
+    beside the learned 1/4-resolution cost (false = ManyDepth's cost volume alone; docs/convergence.md)."""
     pose_downsample: int = 1
     """The pose net sees both frames average-pooled by this factor (1 = full resolution, as ManyDepth;
     2 takes a quarter of the FLOPs off a 192x640 streaming step, 10% of its time here: bench.md)."""

@@ -3,7 +3,7 @@
 import torch
 
 from mfdepth.geometry import inverse_warp, scale_intrinsics
-from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume
+from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume, pooled_cost_volume
 
 
 def reference_cost_volume(target, source, T, K, depths):
@@ -88,6 +88,68 @@ def test_argmin_lies_next_to_true_depth_on_the_synthetic_world():
     doubled = T_source_target.clone()
     doubled[:, :3, 3] *= 2.0
     assert argmin_error(doubled).median() > 0.5
+
+
+def test_pooled_cost_is_the_mean_over_the_valid_pixels_of_each_cell():
+    gen = torch.Generator().manual_seed(1)
+    b, c, h, w, d, cell = 2, 3, 16, 24, 5, 4
+    target = torch.rand(b, c, h, w, generator=gen)
+    source = torch.rand(b, c, h, w, generator=gen)
+    K = torch.tensor([[20.0, 0.0, 11.5], [0.0, 20.0, 7.5], [0.0, 0.0, 1.0]]).expand(b, 3, 3).clone()
+    T = torch.eye(4).expand(b, 4, 4).clone()
+    T[0, :3, 3] = torch.tensor([0.6, 0.0, -0.3])  # large sideways motion: border cells partly invalid
+    T[1, :3, 3] = torch.tensor([0.0, 0.1, 0.4])
+    depths = torch.stack([torch.linspace(1.0, 10.0, d), torch.linspace(0.5, 5.0, d)])
+    pooled, pooled_valid = pooled_cost_volume(target, source, T, K, depths, cell)
+    fine, fine_valid = reference_cost_volume(target, source, T, K, depths)
+    assert pooled.shape == (b, d, h // cell, w // cell)
+    for i in range(h // cell):
+        for j in range(w // cell):
+            window = (slice(None), slice(None), slice(i * cell, (i + 1) * cell), slice(j * cell, (j + 1) * cell))
+            count = fine_valid[window].sum(dim=(-2, -1)).float()
+            expected_valid = count >= cell * cell / 2
+            mean = fine[window].sum(dim=(-2, -1)) / count.clamp(min=1)
+            assert torch.equal(pooled_valid[:, :, i, j], expected_valid) or (
+                (pooled_valid[:, :, i, j] != expected_valid).float().mean() < 0.05  # border rounding
+            )
+            both = pooled_valid[:, :, i, j] & expected_valid
+            assert torch.allclose(pooled[:, :, i, j][both], mean[both], atol=1e-4)
+            assert (pooled[:, :, i, j][~pooled_valid[:, :, i, j]] == 0).all()
+    assert 0.0 < (~pooled_valid).float().mean() < 0.5
+
+
+def test_full_resolution_matching_pooled_to_quarter_beats_quarter_resolution_matching():
+    # Why the multi-frame net also matches the images at full resolution (model.fine_matching): on the
+    # 1/4 grid of a small image most of the scene moves less than a cell between frames.
+    import torch.nn.functional as F
+
+    from mfdepth.synth import render_sequence
+
+    h, w = 64, 192
+    seq = render_sequence(seed=3, num_frames=3, height=96, width=320, profile="normal")
+    images = F.interpolate(torch.from_numpy(seq.images).permute(0, 3, 1, 2).float() / 255.0, size=(h, w),
+                           mode="area")
+    poses = torch.from_numpy(seq.poses).float()
+    T = (torch.linalg.inv(poses[1]) @ poses[2])[None]
+    K = scale_intrinsics(torch.from_numpy(seq.K).float()[None], w / 320, h / 96)
+    depth = torch.from_numpy(seq.depth[2]).float()[None, None]
+    quarter_depth = F.interpolate(depth, size=(h // 4, w // 4), mode="nearest")[0, 0]
+    static = F.interpolate(torch.from_numpy(~seq.dynamic[2] & (seq.depth[2] > 0)).float()[None, None],
+                           size=(h // 4, w // 4), mode="nearest")[0, 0].bool()
+    depths = torch.linspace(2.0, 80.0, 48)[None]
+
+    def within_25_percent(cost, valid):
+        _, best, reliable = finish_cost_volume(cost, valid, depths)
+        usable = static & (quarter_depth < 80) & reliable[0, 0].bool()
+        ratio = best[0, 0][usable] / quarter_depth[usable]
+        return float((torch.maximum(ratio, 1 / ratio) < 1.25).float().mean())
+
+    pooled = within_25_percent(*pooled_cost_volume(images[2:3], images[1:2], T, K, depths, 4))
+    small = F.interpolate(images, size=(h // 4, w // 4), mode="area")
+    quarter = within_25_percent(*build_cost_volume(small[2:3], small[1:2], T, scale_intrinsics(K, 0.25, 0.25),
+                                                   depths))
+    assert pooled > 0.5
+    assert pooled > quarter + 0.2
 
 
 def test_cost_volume_at_quarter_resolution_uses_scaled_intrinsics():

@@ -15,14 +15,16 @@ def build_single(config: Config):
     )
 
 
-def build_multi(config: Config, msff: bool):
-    """The multi-frame depth net M; ``msff`` picks multi-scale fusion or single-scale matching."""
+def build_multi(config: Config, msff: bool, fine_matching: bool | None = None):
+    """The multi-frame depth net M; ``msff`` picks multi-scale fusion or single-scale matching;
+    ``fine_matching`` (default: the config's) adds the full-resolution image cost."""
     from mfdepth.models import MultiFrameDepthNet
 
     m = config.model
     return MultiFrameDepthNet(
         m.encoder_layers, m.num_depth_bins, m.min_depth, m.max_depth, msff=msff,
         weights_path=m.pretrained_weights, matching_channels=m.matching_channels, initial_depth=m.initial_depth,
+        fine_matching=m.fine_matching if fine_matching is None else fine_matching,
     )
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfdepth.geometry import pose_vector_to_matrix, scale_intrinsics
-from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume
+from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume, pooled_cost_volume
 from mfdepth.models.layers import DepthDecoder, ResnetEncoder, disp_to_depth, sigmoid_for_depth
 
 
@@ -112,6 +112,10 @@ class MultiScaleFeatureFusion(nn.Module):
         return self.mix(torch.cat([self.down(high), middle, coarse], dim=1))
 
 
+QUARTER = 4
+"""The encoder's stem and max-pool bring the features to 1/4: the cost volume's grid."""
+
+
 class MultiFrameDepthNet(nn.Module):
     """M: target + previous frame + relative pose + K -> depth, through an adaptive cost volume.
 
@@ -126,9 +130,10 @@ class MultiFrameDepthNet(nn.Module):
 
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
                  max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None,
-                 matching_channels: int = 16, initial_depth: float | None = None):
+                 matching_channels: int = 16, initial_depth: float | None = None, fine_matching: bool = False):
         super().__init__()
         self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
+        self.fine_matching = fine_matching
         self.encoder = ResnetEncoder(num_layers, 1, weights_path)
         ch = self.encoder.num_ch_enc
         self.fusion = MultiScaleFeatureFusion(ch[0], ch[1]) if msff else None
@@ -137,7 +142,7 @@ class MultiFrameDepthNet(nn.Module):
         # 0 matches on the full features, as ManyDepth does.
         self.match_projection = nn.Conv2d(ch[1], matching_channels, 1) if matching_channels else None
         self.reduce = nn.Sequential(
-            nn.Conv2d(ch[1] + num_depth_bins, ch[1], 3, padding=1, bias=False),
+            nn.Conv2d(ch[1] + num_depth_bins * (2 if fine_matching else 1), ch[1], 3, padding=1, bias=False),
             nn.BatchNorm2d(ch[1]), nn.ReLU(inplace=True),
         )
         self.decoder = DepthDecoder(ch, initial_disp=_initial_disp(initial_depth, min_depth, max_depth))
@@ -174,18 +179,27 @@ class MultiFrameDepthNet(nn.Module):
 
     def matching_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encoder up to 1/4 resolution: ``stem`` (1/2), ``context`` (1/4: MSFF-fused or raw layer-1
-        features, the cost volume's context) and ``match`` (1/4, the descriptors compared across frames)."""
+        features, the cost volume's context) and ``match`` (1/4, the descriptors compared across frames);
+        with fine matching also ``image`` (the frame itself, matched at full resolution)."""
         _check_size(image)
         stem = self.encoder.stem(image)
         middle = self.encoder.layer1(self.encoder.maxpool(stem))
         context = self.fusion(stem, middle) if self.fusion is not None else middle
         match = self.match_projection(context) if self.match_projection is not None else context
-        return {"stem": stem, "context": context, "match": match}
+        features = {"stem": stem, "context": context, "match": match}
+        if self.fine_matching:
+            features["image"] = image
+        return features
+
+    @staticmethod
+    def source_features(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What of a frame's :meth:`matching_features` the next frame matches against."""
+        return {k: v for k, v in features.items() if k in ("match", "image")}
 
     def forward_from_features(
         self,
         target_features: dict[str, torch.Tensor],
-        source_match: torch.Tensor,
+        source: dict[str, torch.Tensor],
         T_source_target: torch.Tensor,
         K: torch.Tensor,
         image_size: tuple[int, int],
@@ -193,15 +207,23 @@ class MultiFrameDepthNet(nn.Module):
     ) -> dict:
         """The rest of the network given both frames' matching features (see :meth:`matching_features`).
 
-        ``K`` ``(B,3,3)`` is in pixels of the input image of size ``image_size`` (H, W).
+        ``source`` is the source frame's :meth:`source_features`. ``K`` ``(B,3,3)`` is in pixels of the
+        input image of size ``image_size`` (H, W). With fine matching, the reported lowest-cost depth
+        and reliability are the full-resolution image cost's (the learned cost is still the network's input).
         """
         match = target_features["match"]
         b, _, h, w = match.shape
         context = target_features["context"]
         K_quarter = scale_intrinsics(K[:, :3, :3], w / image_size[1], h / image_size[0])
         depths = self.depth_bins(b)
-        cost, valid = build_cost_volume(match, source_match, T_source_target, K_quarter, depths)
+        cost, valid = build_cost_volume(match, source["match"], T_source_target, K_quarter, depths)
         cost, argmin_depth, reliable = finish_cost_volume(cost, valid, depths)
+        if self.fine_matching:
+            fine_cost, fine_valid = pooled_cost_volume(
+                target_features["image"], source["image"], T_source_target, K[:, :3, :3], depths, QUARTER
+            )
+            fine_cost, argmin_depth, reliable = finish_cost_volume(fine_cost, fine_valid, depths)
+            cost = torch.cat([cost, fine_cost], dim=1)
         if zero_cost_volume is not None:
             keep = (~zero_cost_volume.bool()).to(cost.dtype)[:, None, None, None]
             cost = cost * keep
@@ -227,8 +249,9 @@ class MultiFrameDepthNet(nn.Module):
         both = self.matching_features(torch.cat([target, source], dim=0))
         b = target.shape[0]
         target_features = {k: v[:b] for k, v in both.items()}
+        source_features = self.source_features({k: v[b:] for k, v in both.items()})
         return self.forward_from_features(
-            target_features, both["match"][b:], T_source_target, K, tuple(target.shape[-2:]), zero_cost_volume
+            target_features, source_features, T_source_target, K, tuple(target.shape[-2:]), zero_cost_volume
         )
 
 
@@ -242,10 +265,10 @@ class StreamingDepth:
     def __init__(self, multi: MultiFrameDepthNet, pose: PoseNet):
         self.multi, self.pose = multi, pose
         self.previous_image: torch.Tensor | None = None
-        self.previous_match: torch.Tensor | None = None
+        self.previous_features: dict[str, torch.Tensor] | None = None
 
     def reset(self) -> None:
-        self.previous_image = self.previous_match = None
+        self.previous_image = self.previous_features = None
 
     @torch.inference_mode()
     def step(self, image: torch.Tensor, K: torch.Tensor) -> dict:
@@ -254,14 +277,14 @@ class StreamingDepth:
         b = image.shape[0]
         if self.previous_image is None:
             T = torch.eye(4, device=image.device, dtype=image.dtype).expand(b, 4, 4)
-            source_match = features["match"]
+            source = self.multi.source_features(features)
             zero = torch.ones(b, dtype=torch.bool, device=image.device)
         else:
             T = self.pose(image, self.previous_image, source_is_before=True)
-            source_match = self.previous_match
+            source = self.previous_features
             zero = None
-        out = self.multi.forward_from_features(features, source_match, T, K, tuple(image.shape[-2:]), zero)
-        self.previous_image, self.previous_match = image, features["match"]
+        out = self.multi.forward_from_features(features, source, T, K, tuple(image.shape[-2:]), zero)
+        self.previous_image, self.previous_features = image, self.multi.source_features(features)
         return out
 
 

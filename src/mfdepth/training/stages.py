@@ -229,7 +229,8 @@ class PretrainStage(StageModule):
         return {"single": self.single, "multi": self.multi, "pose": self.pose}
 
     def checkpoint_meta(self):
-        return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": False}
+        return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": False,
+                "fine_matching": self.multi.fine_matching}
 
     def ema_step(self, name: str) -> int:
         return self.global_step - self.config.train.warmup_steps if name == "multi" else self.global_step
@@ -322,7 +323,8 @@ class StudentStage(StageModule):
         return {"multi": self.multi, "teacher": self.teacher, "pose": self.pose}
 
     def checkpoint_meta(self):
-        return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": self.multi.msff}
+        return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": self.multi.msff,
+                "fine_matching": self.multi.fine_matching}
 
     def start_from(self, teacher: dict[str, dict], pose: dict[str, dict], multi: dict[str, dict] | None) -> None:
         """Teacher and pose from the teacher stage (or S0/P0), the student from M0 where shapes match."""
