@@ -191,3 +191,20 @@ def test_weight_averaging_follows_its_decay_and_resumes_exactly(tiny_world, tmp_
     stage.after_optimizer_step()
     assert torch.allclose(next(iter(stage.evaluation_networks()["teacher"].parameters())),
                           0.1 * (before + 0.5) + 0.9 * (before + 2.0), atol=1e-6)
+
+
+def test_each_network_starts_from_its_own_seed_whatever_the_others_look_like():
+    def starts(*overrides):
+        stage = PretrainStage(load_config(None, ["model.encoder_layers=18", *overrides]))
+        return {name: net.state_dict() for name, net in stage.saved_networks().items()}
+
+    plain = starts("model.fine_matching=false")
+    fine = starts("model.fine_matching=true")
+    other_seed = starts("model.fine_matching=true", "train.seed=1")
+    for name in ("single", "pose"):
+        assert all(torch.equal(plain[name][k], fine[name][k]) for k in plain[name])
+        assert not all(torch.equal(fine[name][k], other_seed[name][k]) for k in fine[name])
+    assert plain["multi"]["reduce.0.weight"].shape != fine["multi"]["reduce.0.weight"].shape
+    state = torch.random.get_rng_state()
+    starts()
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is untouched

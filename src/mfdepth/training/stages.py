@@ -24,6 +24,18 @@ from mfdepth.config import Config
 from mfdepth.models import PoseNet
 from mfdepth.models.factory import build_multi, build_pose, build_single
 
+_NETWORK_STREAMS = {"single": 1, "multi": 2, "pose": 3}
+
+
+def seeded_network(config: Config, kind: str, build):
+    """``build()`` with the random state seeded from ``train.seed`` and the network's kind only, leaving
+    the caller's random state untouched: a network's start does not depend on which other networks a
+    stage builds or how large they are (the single-frame and pose nets of every ablation row, and of a
+    recipe whose multi-frame net changes shape, start from the same weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed * 1_000 + _NETWORK_STREAMS[kind])
+        return build()
+
 
 def load_matching(module: nn.Module, state: dict) -> int:
     """Copy the entries of ``state`` whose names and shapes match ``module``; return how many.
@@ -221,9 +233,9 @@ class PretrainStage(StageModule):
 
     def __init__(self, config: Config):
         super().__init__(config)
-        self.single = build_single(config)
-        self.multi = build_multi(config, msff=False)
-        self.pose = build_pose(config)
+        self.single = seeded_network(config, "single", lambda: build_single(config))
+        self.multi = seeded_network(config, "multi", lambda: build_multi(config, msff=False))
+        self.pose = seeded_network(config, "pose", lambda: build_pose(config))
 
     def saved_networks(self):
         return {"single": self.single, "multi": self.multi, "pose": self.pose}
@@ -288,8 +300,8 @@ class TeacherStage(StageModule):
 
     def __init__(self, config: Config):
         super().__init__(config)
-        self.teacher = build_single(config)
-        self.pose = build_pose(config)
+        self.teacher = seeded_network(config, "single", lambda: build_single(config))
+        self.pose = seeded_network(config, "pose", lambda: build_pose(config))
 
     def saved_networks(self):
         return {"teacher": self.teacher, "pose": self.pose}
@@ -315,9 +327,9 @@ class StudentStage(StageModule):
 
     def __init__(self, config: Config):
         super().__init__(config)
-        self.multi = build_multi(config, msff=config.model.msff)
-        self.teacher = build_single(config)
-        self.pose = build_pose(config)
+        self.multi = seeded_network(config, "multi", lambda: build_multi(config, msff=config.model.msff))
+        self.teacher = seeded_network(config, "single", lambda: build_single(config))
+        self.pose = seeded_network(config, "pose", lambda: build_pose(config))
 
     def saved_networks(self):
         return {"multi": self.multi, "teacher": self.teacher, "pose": self.pose}
