@@ -36,9 +36,10 @@ def test_disp_to_depth_range():
     assert torch.allclose(depth, torch.tensor([100.0, 0.1]))
 
 
-def test_gradients_reach_every_trainable_parameter():
+@pytest.mark.parametrize("fine_matching", [False, True])
+def test_gradients_reach_every_trainable_parameter(fine_matching):
     h, w = 64, 96
-    multi, pose = _small_multi(), PoseNet()
+    multi, pose = _small_multi(fine_matching=fine_matching), PoseNet()
     a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
     T = pose(a, b, source_is_before=True)
     out = multi(a, b, T, _K(2, h, w))
@@ -87,8 +88,9 @@ def test_msff_off_matches_on_raw_quarter_features():
     assert any(k.startswith("fusion.") for k in fused.state_dict())
 
 
-def test_zero_cost_volume_equals_zeroed_costs():
-    net = _small_multi().eval()
+@pytest.mark.parametrize("fine_matching", [False, True])
+def test_zero_cost_volume_equals_zeroed_costs(fine_matching):
+    net = _small_multi(fine_matching=fine_matching).eval()
     h, w = 64, 96
     a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
     T = torch.eye(4).expand(2, 4, 4).clone()
@@ -139,9 +141,10 @@ def test_imagenet_weights_load_by_torchvision_names(tmp_path):
         ResnetEncoder(18, 1, weights_path=tmp_path / "missing.pth")
 
 
-def test_streaming_equals_pairwise_prediction():
+@pytest.mark.parametrize("fine_matching", [False, True])
+def test_streaming_equals_pairwise_prediction(fine_matching):
     h, w = 64, 96
-    multi, pose = _small_multi().eval(), PoseNet().eval()
+    multi, pose = _small_multi(fine_matching=fine_matching).eval(), PoseNet().eval()
     frames = torch.rand(4, 1, 3, h, w)
     K = _K(1, h, w)
     stream = StreamingDepth(multi, pose)
@@ -153,3 +156,21 @@ def test_streaming_equals_pairwise_prediction():
             T = pose(frames[t], frames[t - 1], source_is_before=True)
             pair = multi(frames[t], frames[t - 1], T, K)["depth"][0]
             assert torch.allclose(streamed[t], pair, atol=1e-5)
+
+
+def test_fine_matching_reports_the_image_costs_lowest_depth():
+    from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
+
+    h, w = 64, 96
+    net = _small_multi(fine_matching=True).eval()
+    a, b = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w)
+    T = torch.eye(4)[None].clone()
+    T[0, 0, 3] = 0.5
+    K = _K(1, h, w)
+    with torch.no_grad():
+        out = net(a, b, T, K)
+    cost, valid = pooled_cost_volume(a, b, T, K, net.depth_bins(1), 4)
+    _, expected, reliable = finish_cost_volume(cost, valid, net.depth_bins(1))
+    assert torch.equal(out["cost_volume_depth"], expected)
+    assert torch.equal(out["cost_volume_valid"], reliable)
+    assert net.reduce[0].in_channels == 64 + 2 * net.num_depth_bins

@@ -123,6 +123,8 @@ class MultiFrameDepthNet(nn.Module):
     layer-1 features), builds the cost volume over ``num_depth_bins`` hypotheses spaced linearly in
     [d_min, d_max], concatenates it with the target's features, and continues to 1/32. d_min and d_max
     are buffers that track the teacher's depth range during training and travel in the checkpoint.
+    With ``fine_matching`` the two images are also matched at full resolution and that cost, averaged
+    over each 1/4 cell, is concatenated too (docs/convergence.md, failure 6).
 
     ``forward`` returns ``disp``/``depth`` (4 scales), ``cost_volume_depth`` (argmin depth at 1/4,
     metres) and ``cost_volume_valid`` (1/4, 1 = the matching is reliable).
