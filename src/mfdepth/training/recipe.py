@@ -7,7 +7,6 @@ produces it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -38,7 +37,7 @@ from mfdepth.run_layout import (
     pose_prior_path,
 )
 from mfdepth.training import loop
-from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses
+from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses, seeded
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +45,6 @@ log = logging.getLogger(__name__)
 
 class MissingStageError(FileNotFoundError):
     """A stage needs the output of an earlier one."""
-
-
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Initialise networks from ``seed`` without touching the caller's global random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def _need(path: Path, what: str, run_dir: Path, stage: str) -> Path:

@@ -16,6 +16,8 @@ returns ``(loss, scalars, images)``; the loop does the rest.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -27,13 +29,20 @@ from mfdepth.models.factory import build_multi, build_pose, build_single
 _NETWORK_STREAMS = {"single": 1, "multi": 2, "pose": 3}
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw from ``seed`` inside the block without touching the caller's global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def seeded_network(config: Config, kind: str, build):
     """``build()`` with the random state seeded from ``train.seed`` and the network's kind only, leaving
     the caller's random state untouched: a network's start does not depend on which other networks a
     stage builds or how large they are (the single-frame and pose nets of every ablation row, and of a
     recipe whose multi-frame net changes shape, start from the same weights)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.train.seed * 1_000 + _NETWORK_STREAMS[kind])
+    with seeded(config.train.seed * 1_000 + _NETWORK_STREAMS[kind]):
         return build()
 
 
