@@ -147,3 +147,23 @@ def test_gradients_flow_through_warp_to_depth_and_pose():
     (warped - target).abs().mean().backward()
     for tensor in (depth, axis_angle, translation):
         assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
+def test_with_rotation_and_direction_keeps_length_takes_the_rest():
+    R = g.axis_angle_to_matrix(torch.tensor([[0.0, 0.1, 0.0], [0.02, 0.0, 0.0]]))
+    T = g.pose_vector_to_matrix(torch.tensor([[0.0, 0.0, 0.3], [0.0, 0.0, 0.0]]),
+                                torch.tensor([[3.0, 0.0, 4.0], [0.0, 0.0, 2.0]])).requires_grad_(True)
+    reference = torch.eye(4).repeat(2, 1, 1)
+    reference[:, :3, :3] = R
+    reference[:, :3, 3] = torch.tensor([[0.0, 0.0, 10.0], [0.0, 6.0, 8.0]])
+    mixed = g.with_rotation_and_direction(T, reference, torch.tensor([True, False]))
+    # Replaced: the reference's rotation, its direction (0, 0, 1), T's length 5.
+    torch.testing.assert_close(mixed[0, :3, :3], R[0])
+    torch.testing.assert_close(mixed[0, :3, 3], torch.tensor([0.0, 0.0, 5.0]))
+    torch.testing.assert_close(mixed[0, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    # Not replaced: T itself.
+    torch.testing.assert_close(mixed[1], T[1])
+    # The gradient reaches T's translation along its own direction only (the length).
+    mixed[0, 2, 3].backward()
+    torch.testing.assert_close(T.grad[0, :3, 3], torch.tensor([0.6, 0.0, 0.8]))
+    assert T.grad[0, :3, :3].abs().sum() == 0

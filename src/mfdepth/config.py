@@ -149,6 +149,9 @@ class TrainConfig:
     """step (10x drops every lr_decay_step) or cosine (from learning_rate down to 1% over each stage)."""
     lr_warmup_steps: int = 0
     """Linear learning-rate warm-up from 0 over the first steps of each stage."""
+    lr_per_network: bool = False
+    """Each network's schedule runs over its own steps: the multi-frame net, joining the pretrain stage
+    after ``warmup_steps``, starts at the full rate instead of where the shared decay has got to."""
     warmup_steps: int = 250
     """Pretrain stage: the single-frame and pose nets train alone this many steps before the
     multi-frame net joins (its cost volume needs a sensible pose and depth range first)."""
@@ -159,6 +162,11 @@ class TrainConfig:
     pose_prior_steps: int = 250
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
+    pose_prior_warp_steps: int = 0
+    """Steps of each pose-training stage in which the photometric loss warps with the two-view prior's
+    rotation and translation direction (the pose net's translation length kept, so the depth scale is
+    still learned) instead of the pose net's own, while the prior supervises the pose net; at most
+    ``pose_prior_steps``. The depth net then never learns from a wrong early pose."""
     pretrain_steps: int = 500
     teacher_steps: int = 250
     student_steps: int = 400
@@ -420,8 +428,13 @@ def validate(config: Config) -> None:
     for key in ("batch_size", "pretrain_steps", "teacher_steps", "student_steps",
                 "checkpoint_every", "log_every", "image_log_every"):
         at_least(f"train.{key}", getattr(t, key), 1)
-    for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps"):
+    for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps", "pose_prior_warp_steps"):
         at_least(f"train.{key}", getattr(t, key), 0, " (0 = off)")
+    if t.pose_prior_warp_steps > t.pose_prior_steps:
+        raise ConfigError(
+            f"train.pose_prior_warp_steps: {t.pose_prior_warp_steps} is more than train.pose_prior_steps "
+            f"({t.pose_prior_steps}); the prior is only loaded for those steps: raise pose_prior_steps or lower it"
+        )
     at_least("eval.batch_size", e.batch_size, 1)
     if not 1 <= lo.num_scales <= 4:
         raise ConfigError(f"loss.num_scales: {lo.num_scales} is not between 1 and 4")

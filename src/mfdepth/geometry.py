@@ -194,6 +194,29 @@ def invert_transform(T: Tensor) -> Tensor:
     return out
 
 
+def with_rotation_and_direction(T: Tensor, T_reference: Tensor, use: Tensor | None = None) -> Tensor:
+    """``T``'s translation length with ``T_reference``'s rotation and translation direction.
+
+    For a scale-free reference (classical two-view geometry gives rotation and the direction of travel,
+    not its length): the result keeps the one thing the reference does not know, and a gradient
+    reaches ``T`` through ``|t|`` only.
+
+    Args:
+        T: ``(B, 4, 4)`` rigid transforms, translation in any unit.
+        T_reference: ``(B, 4, 4)`` rigid transforms; the length of their translation is ignored.
+        use: ``(B,)`` bool, items to replace (e.g. where the reference exists); default all.
+    Returns:
+        ``(B, 4, 4)``: ``[R_ref | |t| * t_ref / |t_ref|]`` where ``use``, ``T`` elsewhere.
+    """
+    length = T[:, :3, 3].norm(dim=1, keepdim=True)
+    direction = F.normalize(T_reference[:, :3, 3], dim=1, eps=1e-12)
+    mixed = torch.cat([T_reference[:, :3, :3], (length * direction)[:, :, None]], dim=2)
+    mixed = torch.cat([mixed, T[:, 3:, :]], dim=1)
+    if use is None:
+        return mixed
+    return torch.where(use.bool()[:, None, None], mixed, T)
+
+
 def reproject_pixels(depth: Tensor, T_source_target: Tensor, K: Tensor, K_source: Tensor | None = None):
     """Where each target pixel lands in the source view.
 

@@ -140,6 +140,25 @@ def test_cosine_schedule_with_linear_warm_up():
     assert loop.learning_rate(1e-3, 100, 0, "cosine", 100, 0) == pytest.approx(1e-5)
 
 
+@pytest.mark.parametrize("per_network", [False, True])
+def test_a_network_joining_late_gets_its_own_schedule(per_network):
+    config = load_config(None, ["train.lr_schedule=cosine", "train.learning_rate=1e-3", "train.warmup_steps=100",
+                                f"train.lr_per_network={str(per_network).lower()}"])
+    stage = PretrainStage(config)
+    groups = loop.parameter_groups(stage)
+    assert [g["network"] for g in groups] == ["single", "multi", "pose"]
+    assert sum(len(g["params"]) for g in groups) == len([p for p in stage.parameters() if p.requires_grad])
+    optimizer = loop.make_optimizer(groups, config.train)
+    loop.Schedule(config.train, 200, stage.first_step).apply(optimizer, 100)
+    rates = {g["network"]: g["lr"] for g in optimizer.param_groups}
+    assert rates["single"] == rates["pose"] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half-way down
+    # The multi-frame net's first step: the full rate when it has its own schedule, else the shared one.
+    assert rates["multi"] == pytest.approx(1e-3 if per_network else rates["single"])
+    loop.Schedule(config.train, 200, stage.first_step).apply(optimizer, 199)
+    assert {g["network"]: g["lr"] for g in optimizer.param_groups}["multi"] == pytest.approx(
+        loop.learning_rate(1e-3, 99 if per_network else 199, 0, "cosine", 100 if per_network else 200))
+
+
 def test_cost_volume_range_starts_at_the_teachers_depth(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "run", "model.adaptive_range_momentum=0.99")
     stage = PretrainStage(config)
@@ -208,3 +227,33 @@ def test_each_network_starts_from_its_own_seed_whatever_the_others_look_like():
     state = torch.random.get_rng_state()
     starts()
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is untouched
+
+
+def test_prior_warp_steps_warp_with_the_prior_direction_then_with_the_pose_net():
+    config = tiny_config(None, "unused", "train.pose_prior_steps=4", "train.pose_prior_warp_steps=2")
+    stage = TeacherStage(config)
+    predicted = torch.eye(4).repeat(2, 1, 1)
+    predicted[:, :3, 3] = torch.tensor([[0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
+    prior = torch.eye(4).repeat(2, 2, 1, 1)  # (batch, source, 4, 4): sources -1 and +1
+    prior[:, :, 0, 3] = 1.0  # direction +x
+    batch = {"pose_prior": prior, "pose_prior_valid": torch.tensor([[True, True], [False, True]]),
+             "offsets": torch.tensor([[0, -1, 1]] * 2)}
+    poses = {-1: predicted, 1: predicted}
+    stage.train()
+    stage.global_step = 1
+    warping = stage.warping_poses(batch, poses)
+    torch.testing.assert_close(warping[-1][0, :3, 3], torch.tensor([2.0, 0.0, 0.0]))  # length 2, along +x
+    torch.testing.assert_close(warping[-1][1], predicted[1])  # no prior for this pair: the pose net's
+    torch.testing.assert_close(warping[1][1, :3, 3], torch.tensor([1.0, 0.0, 0.0]))
+    stage.global_step = 2  # the warp steps are over
+    assert stage.warping_poses(batch, poses) is poses
+    stage.global_step = 1
+    stage.eval()  # evaluation never sees the prior
+    assert stage.warping_poses(batch, poses) is poses
+
+
+def test_prior_warp_steps_beyond_the_prior_steps_are_refused():
+    from mfdepth.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pose_prior_warp_steps"):
+        load_config(None, ["train.pose_prior_steps=10", "train.pose_prior_warp_steps=20"])

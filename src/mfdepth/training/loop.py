@@ -159,26 +159,50 @@ def move_to_device(batch: dict, device: torch.device) -> dict:
 # The loop
 
 
-def make_optimizer(params: list[torch.nn.Parameter], train_cfg) -> torch.optim.Optimizer:
+def parameter_groups(module) -> list[dict]:
+    """The trainable parameters of a stage, one group per network (``"network"``: its name)."""
+    groups, seen = [], set()
+    for name, net in module.saved_networks().items():
+        params = [p for p in net.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "network": name})
+    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "network": None})
+    return groups
+
+
+def make_optimizer(groups: list[dict], train_cfg) -> torch.optim.Optimizer:
     """The optimiser of every stage: Adam at ``train.learning_rate`` (:class:`Schedule` sets each step's rate)."""
-    return torch.optim.Adam(params, lr=train_cfg.learning_rate)
+    return torch.optim.Adam(groups, lr=train_cfg.learning_rate)
 
 
 @dataclass
 class Schedule:
     """The learning rate of every step of a stage of ``max_steps`` steps (:func:`learning_rate` of the
-    ``train`` config), a pure function of the step so that a resumed run continues exactly."""
+    ``train`` config), a pure function of the step so that a resumed run continues exactly.
+
+    With ``train.lr_per_network`` a network that joins the stage late (the multi-frame net after the
+    pretrain stage's warm-up, ``first_step``) gets the whole schedule over its own steps, instead of
+    joining the shared one part-way down its decay."""
 
     train_cfg: Any
     max_steps: int
+    first_step: Any = None
+    """``callable(network name) -> int``: the step at which that network starts (default 0)."""
 
-    def rate(self, step: int) -> float:
+    def rate(self, step: int, network: str | None = None) -> float:
         t = self.train_cfg
-        return learning_rate(t.learning_rate, step, t.lr_decay_step, t.lr_schedule, self.max_steps, t.lr_warmup_steps)
+        start = 0
+        if t.lr_per_network and self.first_step is not None and network is not None:
+            start = min(self.first_step(network), self.max_steps - 1)
+        return learning_rate(t.learning_rate, max(step - start, 0), t.lr_decay_step, t.lr_schedule,
+                             self.max_steps - start, t.lr_warmup_steps)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         for group in optimizer.param_groups:
-            group["lr"] = self.rate(step)
+            group["lr"] = self.rate(step, group.get("network"))
 
 
 class Checkpointer:
@@ -461,8 +485,9 @@ def fit(
     runtime = runtime or setup_runtime(config.train.accelerator, config.train.strategy, config.train.precision)
     train_cfg = config.train
     module.to(runtime.device)
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, train_cfg)
+    groups = parameter_groups(module)
+    params = [p for group in groups for p in group["params"]]
+    optimizer = make_optimizer(groups, train_cfg)
     checkpoints = Checkpointer(module, optimizer, config, run_dir, runtime, extra_meta)
     step = checkpoints.resume(max_steps)
     if step >= max_steps and checkpoints.final_path.is_file():
@@ -470,7 +495,7 @@ def fit(
 
     trained = _distributed(module, runtime)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.autocast_dtype == torch.float16)
-    schedule = Schedule(train_cfg, max_steps)
+    schedule = Schedule(train_cfg, max_steps, module.first_step)
     batches_per_epoch = _batches_per_epoch(dataset, module.name, train_cfg.batch_size, runtime)
     clock = _Clock()
     training_log = (

@@ -21,7 +21,7 @@ import contextlib
 import torch
 from torch import nn
 
-from mfdepth import losses, masks
+from mfdepth import geometry, losses, masks
 from mfdepth.config import Config
 from mfdepth.models import PoseNet
 from mfdepth.models.factory import build_multi, build_pose, build_single
@@ -91,9 +91,14 @@ class StageModule(nn.Module):
             }
         return self._ema
 
+    def first_step(self, name: str) -> int:
+        """The stage's step at which network ``name`` starts training (its average's warm-up and, with
+        ``train.lr_per_network``, its learning-rate schedule count from there)."""
+        return 0
+
     def ema_step(self, name: str) -> int:
         """Steps network ``name`` has trained in this stage (sets the average's warm-up)."""
-        return self.global_step
+        return self.global_step - self.first_step(name)
 
     def after_optimizer_step(self) -> None:
         averages = self._averages()
@@ -179,6 +184,21 @@ class StageModule(nn.Module):
         ]
         return self.config.loss.pose_prior_weight * torch.stack(terms).mean()
 
+    def warping_poses(self, batch: dict, poses: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The poses the photometric loss warps with: during the first ``train.pose_prior_warp_steps``
+        steps, the two-view prior's rotation and direction with the pose net's translation length
+        (pairs without a prior keep the pose net's); afterwards ``poses`` themselves."""
+        prior = batch.get("pose_prior")
+        if prior is None or not self.training or self.global_step >= self.config.train.pose_prior_warp_steps:
+            return poses
+        offsets = [int(o) for o in batch["offsets"][0] if int(o) != 0]
+        valid = batch["pose_prior_valid"]
+        warping = dict(poses)
+        for i, o in enumerate(offsets):
+            if o in warping:
+                warping[o] = geometry.with_rotation_and_direction(poses[o], prior[:, i], valid[:, i])
+        return warping
+
     def scaled(self, out: dict, K: torch.Tensor) -> dict:
         """A network's output with its depths' free scale fixed (``model.scale_normalisation``)."""
         mode = self.config.model.scale_normalisation
@@ -253,8 +273,8 @@ class PretrainStage(StageModule):
         return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": False,
                 "fine_matching": self.multi.fine_matching}
 
-    def ema_step(self, name: str) -> int:
-        return self.global_step - self.config.train.warmup_steps if name == "multi" else self.global_step
+    def first_step(self, name: str) -> int:
+        return self.config.train.warmup_steps if name == "multi" else 0
 
     def multi_active(self, step: int | None = None) -> bool:
         """Whether the multi-frame net trains at ``step`` (default: the current step): once the
@@ -263,12 +283,13 @@ class PretrainStage(StageModule):
 
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, _ = self.unpack(batch)
-        poses = predict_poses(self.pose, target_aug, sources_aug)
+        predicted_poses = predict_poses(self.pose, target_aug, sources_aug)
+        poses = self.warping_poses(batch, predicted_poses)
         single = self.scaled(self.single(target_aug), K)
         teacher_depth = single["depth"][0].detach()
         single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
         scalars = {"single_photometric": single_terms["photometric"]}
-        loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses))
+        loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses))
         images = {"depth_single": depth_image(teacher_depth)}
         if not self.multi_active():
             # The same columns in every row of the loss log (its header is fixed by the first row).
@@ -321,13 +342,14 @@ class TeacherStage(StageModule):
 
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, dynamic = self.unpack(batch)
-        poses = predict_poses(self.pose, target_aug, sources_aug)
+        predicted_poses = predict_poses(self.pose, target_aug, sources_aug)
+        poses = self.warping_poses(batch, predicted_poses)
         out = self.scaled(self.teacher(target_aug), K)
         terms = self.photometric_terms(target, sources, out["depth"], poses, K, exclude=dynamic)
         scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"]}
         if dynamic is not None:
             scalars["dynamic_fraction"] = dynamic.float().mean()
-        loss = self.add_terms(terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses))
+        loss = self.add_terms(terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses))
         return loss, {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
 
 
