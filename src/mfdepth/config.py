@@ -149,6 +149,10 @@ class TrainConfig:
     """step (10x drops every lr_decay_step) or cosine (from learning_rate down to 1% over each stage)."""
     lr_warmup_steps: int = 0
     """Linear learning-rate warm-up from 0 over the first steps of each stage."""
+    multi_from_single: bool = False
+    """Pretrain stage: the multi-frame net joins as a copy of the single-frame net whose cost-volume
+    weights are zero (:meth:`MultiFrameDepthNet.start_from_single`), instead of from its own random
+    start: it begins as good as S and has only to learn what the cost volume adds."""
     lr_per_network: bool = False
     """Each network's schedule runs over its own steps: the multi-frame net, joining the pretrain stage
     after ``warmup_steps``, starts at the full rate instead of where the shared decay has got to."""

@@ -174,3 +174,36 @@ def test_fine_matching_reports_the_image_costs_lowest_depth():
     assert torch.equal(out["cost_volume_depth"], expected)
     assert torch.equal(out["cost_volume_valid"], reliable)
     assert net.reduce[0].in_channels == 64 + 2 * net.num_depth_bins
+
+
+@pytest.mark.parametrize("fine_matching", [False, True])
+def test_multi_started_from_single_predicts_what_single_does(fine_matching):
+    torch.manual_seed(1)
+    single = SingleFrameDepthNet(initial_depth=0.2)
+    with torch.no_grad():  # a single-frame net that is not at its initial state
+        for p in single.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    multi = _small_multi(fine_matching=fine_matching, msff=False)
+    h, w = 64, 96
+    target, source = torch.rand(3, 3, h, w), torch.rand(3, 3, h, w)
+    T = torch.eye(4).expand(3, 4, 4).clone()
+    T[:, 2, 3] = -0.5
+    K = _K(3, h, w)
+    single.train(), multi.train()
+    statistics_before = single.encoder.bn1.running_mean.clone()
+    multi.start_from_single(single, target)
+    assert torch.equal(multi.encoder.bn1.running_mean, statistics_before)  # the calibration pass moved nothing
+    # The cost volume (nonzero: the frames differ) is not read: in eval mode the prediction is S's...
+    single.eval(), multi.eval()
+    with torch.no_grad():
+        for d_multi, d_single in zip(multi(target, source, T, K)["disp"], single(target)["disp"]):
+            torch.testing.assert_close(d_multi, d_single, rtol=0, atol=2e-3)  # float error, amplified
+    # ... and in train mode too, up to the batch statistics: M's encoder normalises over both frames.
+    single.train(), multi.train()
+    with torch.no_grad():
+        nearby = (target + 0.01 * torch.randn_like(target)).clamp(0, 1)  # a next frame: similar statistics
+        ratio = multi(target, nearby, T, K)["depth"][0] / single(target)["depth"][0]
+    assert (ratio - 1).abs().median() < 0.01
+    # A gradient reaches the weights that read the cost volume.
+    multi(target, source, T, K)["depth"][0].mean().backward()
+    assert multi.reduce[0].weight.grad[:, 64:].abs().sum() > 0

@@ -184,6 +184,20 @@ def test_warm_up_trains_the_single_frame_and_pose_nets_alone_with_the_pose_prior
     assert load_checkpoint(checkpoint)["step"] == 2
 
 
+def test_multi_frame_net_can_join_as_a_copy_of_the_single_frame_net(tiny_world, tmp_path):
+    # A learning rate far below float precision: the checkpoint holds the weights the net joined with.
+    config = tiny_config(tiny_world, tmp_path / "run", "train.warmup_steps=1", "train.multi_from_single=true",
+                         "train.learning_rate=1e-30")
+    models = load_checkpoint(run_stage("pretrain", config, config.run_dir, progress=False))["models"]
+    single, multi = models["raw.single"], models["raw.multi"]
+    for key in ("decoder.disp_convs.0.weight", "encoder.layer3.0.conv1.weight"):
+        assert key in multi and torch.equal(multi[key], single[key])
+    assert multi["reduce.0.weight"][:, 64:].abs().max() < 1e-20  # the cost volume's weights start at 0
+    plain = tiny_config(tiny_world, tmp_path / "plain", "train.warmup_steps=1", "train.learning_rate=1e-30")
+    plain_multi = load_checkpoint(run_stage("pretrain", plain, plain.run_dir, progress=False))["models"]["raw.multi"]
+    assert not torch.equal(plain_multi["decoder.disp_convs.0.weight"], single["decoder.disp_convs.0.weight"])
+
+
 def test_weight_averaging_follows_its_decay_and_resumes_exactly(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "run", "train.ema_decay=0.5")
     stage = TeacherStage(config)

@@ -177,6 +177,37 @@ class MultiFrameDepthNet(nn.Module):
         self.d_max.mul_(momentum).add_((1.0 - momentum) * high)
         self.d_max.copy_(torch.maximum(self.d_max, self.d_min * 1.5))
 
+    # -- starting from a trained single-frame net --------------------------------------------------
+
+    @torch.no_grad()
+    def start_from_single(self, single: SingleFrameDepthNet, image: torch.Tensor) -> None:
+        """Become the single-frame net ``single`` plus a cost volume it does not yet read.
+
+        Copies ``single``'s encoder and decoder, and sets the layer that merges the cost volume into
+        the 1/4 features to pass those features through unchanged: its weights on the cost are 0 and
+        its batch norm is calibrated on ``image`` ``(B,3,H,W)`` so that it undoes itself. Without MSFF
+        the net then predicts exactly what ``single`` does (in train and eval mode), and the gradient
+        on the zero weights is what teaches it to use the cost volume. With MSFF the fusion layers
+        keep their own weights.
+        """
+        own = self.state_dict()
+        self.load_state_dict({k: v for k, v in single.state_dict().items() if k in own and own[k].shape == v.shape},
+                             strict=False)
+        conv, norm = self.reduce[0], self.reduce[1]
+        channels = conv.out_channels
+        conv.weight.zero_()
+        conv.weight[:, :channels, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = torch.eye(channels)
+        # The calibration pass must not move the copied encoder's batch-norm statistics.
+        statistics = {k: v.clone() for k, v in self.state_dict().items() if "running_" in k or "num_batches" in k}
+        context = self.matching_features(image)["context"]
+        self.load_state_dict(statistics, strict=False)
+        mean = context.mean(dim=(0, 2, 3))
+        var = context.var(dim=(0, 2, 3), unbiased=False)
+        norm.weight.copy_((var + norm.eps).sqrt())
+        norm.bias.copy_(mean)
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(var)
+
     # -- the two halves, so a video needs one feature pass per frame -----------------------------
 
     def matching_features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -301,8 +301,11 @@ class PretrainStage(StageModule):
             target_aug, sources_aug[-1], poses[-1], generator
         )
         if self.training:
+            joining = self.global_step == self.config.train.warmup_steps
+            if joining and self.config.train.multi_from_single:
+                self.multi.start_from_single(self.single, target_aug)
             with torch.no_grad():
-                self.update_depth_range(self.multi, teacher_depth, first=self.global_step == self.config.train.warmup_steps)
+                self.update_depth_range(self.multi, teacher_depth, first=joining)
         multi = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
         multi_poses = poses if self.config.train.multi_trains_pose else {o: T.detach() for o, T in poses.items()}
         multi_terms = self.photometric_terms(target, sources, multi["depth"], multi_poses, K)
