@@ -80,6 +80,9 @@ class ModelConfig:
     fine_matching: bool = True
     """Also match the images themselves at full resolution, each 1/4 cell's cost averaged over its pixels,
     beside the learned 1/4-resolution cost (false = ManyDepth's cost volume alone; docs/convergence.md)."""
+    cost_hint: bool = False
+    """The multi-frame net also gets its lowest-cost depth (position in the hypothesis range) and its
+    reliability as two input channels beside the cost volume (MultiFrameDepthNet.lowest_cost_hint)."""
     pose_downsample: int = 1
     """The pose net sees both frames average-pooled by this factor (1 = full resolution, as ManyDepth;
     2 takes a quarter of the FLOPs off a 192x640 streaming step, 10% of its time here: bench.md)."""

@@ -36,10 +36,10 @@ def test_disp_to_depth_range():
     assert torch.allclose(depth, torch.tensor([100.0, 0.1]))
 
 
-@pytest.mark.parametrize("fine_matching", [False, True])
-def test_gradients_reach_every_trainable_parameter(fine_matching):
+@pytest.mark.parametrize("fine_matching, cost_hint", [(False, False), (True, False), (True, True)])
+def test_gradients_reach_every_trainable_parameter(fine_matching, cost_hint):
     h, w = 64, 96
-    multi, pose = _small_multi(fine_matching=fine_matching), PoseNet()
+    multi, pose = _small_multi(fine_matching=fine_matching, cost_hint=cost_hint), PoseNet()
     a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
     T = pose(a, b, source_is_before=True)
     out = multi(a, b, T, _K(2, h, w))
@@ -207,3 +207,22 @@ def test_multi_started_from_single_predicts_what_single_does(fine_matching):
     # A gradient reaches the weights that read the cost volume.
     multi(target, source, T, K)["depth"][0].mean().backward()
     assert multi.reduce[0].weight.grad[:, 64:].abs().sum() > 0
+
+
+def test_lowest_cost_hint_places_the_depth_in_the_hypothesis_range():
+    multi = _small_multi(cost_hint=True)
+    multi.d_min.fill_(2.0), multi.d_max.fill_(32.0)
+    depth = torch.tensor([2.0, 8.0, 32.0, 8.0]).reshape(1, 1, 2, 2)
+    reliable = torch.tensor([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 2, 2)
+    hint = multi.lowest_cost_hint(depth, reliable)
+    torch.testing.assert_close(hint[0, 0].flatten(), torch.tensor([0.0, 0.5, 1.0, 0.0]))  # log-spaced: 8 m is half-way
+    torch.testing.assert_close(hint[0, 1], reliable[0, 0])
+    # A zeroed cost volume leaves nothing to hint at.
+    h, w = 64, 96
+    a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
+    T = torch.eye(4).expand(2, 4, 4).clone()
+    T[:, 2, 3] = -1.0
+    with torch.no_grad():
+        zeroed = multi.eval()(a, b, T, _K(2, h, w), zero_cost_volume=torch.tensor([True, True]))
+        other = multi(a, torch.rand(2, 3, h, w), T, _K(2, h, w), zero_cost_volume=torch.tensor([True, True]))
+    torch.testing.assert_close(zeroed["depth"][0], other["depth"][0])

@@ -92,7 +92,8 @@ class DepthPredictor:
                 hint = "; use --network single" if (TEACHER in models or SINGLE in models) else ""
                 raise CheckpointError(f"{checkpoint} holds no multi-frame network (stage {meta.get('stage')}){hint}")
             self.multi = build_multi(self.config, msff=bool(meta.get("msff", self.config.model.msff)),
-                                     fine_matching=bool(meta.get("fine_matching", self.config.model.fine_matching)))
+                                     fine_matching=bool(meta.get("fine_matching", self.config.model.fine_matching)),
+                                     cost_hint=bool(meta.get("cost_hint", False)))
             self.pose = build_pose(self.config)
             restore_networks(state, {MULTI: self.multi, POSE: self.pose}, checkpoint)
         else:

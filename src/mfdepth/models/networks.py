@@ -124,7 +124,8 @@ class MultiFrameDepthNet(nn.Module):
     [d_min, d_max], concatenates it with the target's features, and continues to 1/32. d_min and d_max
     are buffers that track the teacher's depth range during training and travel in the checkpoint.
     With ``fine_matching`` the two images are also matched at full resolution and that cost, averaged
-    over each 1/4 cell, is concatenated too (docs/convergence.md, failure 6).
+    over each 1/4 cell, is concatenated too (docs/convergence.md, failure 6); with ``cost_hint`` the
+    lowest-cost depth itself (:meth:`lowest_cost_hint`).
 
     ``forward`` returns ``disp``/``depth`` (4 scales), ``cost_volume_depth`` (argmin depth at 1/4,
     metres) and ``cost_volume_valid`` (1/4, 1 = the matching is reliable).
@@ -132,10 +133,11 @@ class MultiFrameDepthNet(nn.Module):
 
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
                  max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None,
-                 matching_channels: int = 16, initial_depth: float | None = None, fine_matching: bool = False):
+                 matching_channels: int = 16, initial_depth: float | None = None, fine_matching: bool = False,
+                 cost_hint: bool = False):
         super().__init__()
         self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
-        self.fine_matching = fine_matching
+        self.fine_matching, self.cost_hint = fine_matching, cost_hint
         self.encoder = ResnetEncoder(num_layers, 1, weights_path)
         ch = self.encoder.num_ch_enc
         self.fusion = MultiScaleFeatureFusion(ch[0], ch[1]) if msff else None
@@ -144,7 +146,8 @@ class MultiFrameDepthNet(nn.Module):
         # 0 matches on the full features, as ManyDepth does.
         self.match_projection = nn.Conv2d(ch[1], matching_channels, 1) if matching_channels else None
         self.reduce = nn.Sequential(
-            nn.Conv2d(ch[1] + num_depth_bins * (2 if fine_matching else 1), ch[1], 3, padding=1, bias=False),
+            nn.Conv2d(ch[1] + num_depth_bins * (2 if fine_matching else 1) + (2 if cost_hint else 0), ch[1], 3,
+                      padding=1, bias=False),
             nn.BatchNorm2d(ch[1]), nn.ReLU(inplace=True),
         )
         self.decoder = DepthDecoder(ch, initial_disp=_initial_disp(initial_depth, min_depth, max_depth))
@@ -261,6 +264,8 @@ class MultiFrameDepthNet(nn.Module):
             keep = (~zero_cost_volume.bool()).to(cost.dtype)[:, None, None, None]
             cost = cost * keep
             reliable = reliable * keep
+        if self.cost_hint:
+            cost = torch.cat([cost, self.lowest_cost_hint(argmin_depth, reliable)], dim=1)
         x = self.reduce(torch.cat([context, cost], dim=1))
         f2 = self.encoder.layer2(x)
         f3 = self.encoder.layer3(f2)
@@ -273,6 +278,15 @@ class MultiFrameDepthNet(nn.Module):
             "cost_volume_depth": argmin_depth,
             "cost_volume_valid": reliable,
         }
+
+    def lowest_cost_hint(self, argmin_depth: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:
+        """``model.cost_hint``: the lowest-cost depth as two input channels ``(B, 2, h, w)``: its position
+        in the hypothesis range, ``log(d / d_min) / log(d_max / d_min)`` in [0, 1] (0 where unreliable),
+        and the reliability itself. The argmin over the hypotheses is what a net reading the raw cost has
+        to learn first; given it, one weight can follow the match."""
+        span = torch.log(self.d_max / self.d_min).clamp_min(1e-6)
+        position = (torch.log(argmin_depth.clamp_min(1e-6) / self.d_min) / span).clamp(0.0, 1.0)
+        return torch.cat([position * reliable, reliable], dim=1)
 
     def forward(self, target, source, T_source_target, K, zero_cost_volume=None) -> dict:
         """Args: target, source ``(B,3,H,W)`` in [0,1]; T_source_target ``(B,4,4)``; K ``(B,3,3)`` pixels;

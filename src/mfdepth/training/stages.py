@@ -172,13 +172,21 @@ class StageModule(nn.Module):
             smoothness_weight=cfg.smoothness_weight, exclude_mask=exclude,
         )
 
-    def pose_prior_term(self, batch: dict, poses: dict[int, torch.Tensor]) -> torch.Tensor | None:
-        """The two-view pose prior loss on ``poses`` during the first ``train.pose_prior_steps`` steps."""
+    def prior_for(self, batch: dict, steps: int):
+        """``(offsets, prior (B,S,4,4), valid (B,S))`` of the batch's two-view pose prior while training
+        within the stage's first ``steps`` steps; None otherwise."""
         prior = batch.get("pose_prior")
-        if prior is None or not self.training or self.global_step >= self.config.train.pose_prior_steps:
+        if prior is None or not self.training or self.global_step >= steps:
             return None
         offsets = [int(o) for o in batch["offsets"][0] if int(o) != 0]
-        valid = batch["pose_prior_valid"]
+        return offsets, prior, batch["pose_prior_valid"]
+
+    def pose_prior_term(self, batch: dict, poses: dict[int, torch.Tensor]) -> torch.Tensor | None:
+        """The two-view pose prior loss on ``poses`` during the first ``train.pose_prior_steps`` steps."""
+        found = self.prior_for(batch, self.config.train.pose_prior_steps)
+        if found is None:
+            return None
+        offsets, prior, valid = found
         terms = [
             losses.pose_prior_loss(poses[o], prior[:, i], valid[:, i]) for i, o in enumerate(offsets) if o in poses
         ]
@@ -188,11 +196,10 @@ class StageModule(nn.Module):
         """The poses the photometric loss warps with: during the first ``train.pose_prior_warp_steps``
         steps, the two-view prior's rotation and direction with the pose net's translation length
         (pairs without a prior keep the pose net's); afterwards ``poses`` themselves."""
-        prior = batch.get("pose_prior")
-        if prior is None or not self.training or self.global_step >= self.config.train.pose_prior_warp_steps:
+        found = self.prior_for(batch, self.config.train.pose_prior_warp_steps)
+        if found is None:
             return poses
-        offsets = [int(o) for o in batch["offsets"][0] if int(o) != 0]
-        valid = batch["pose_prior_valid"]
+        offsets, prior, valid = found
         warping = dict(poses)
         for i, o in enumerate(offsets):
             if o in warping:
@@ -271,7 +278,7 @@ class PretrainStage(StageModule):
 
     def checkpoint_meta(self):
         return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": False,
-                "fine_matching": self.multi.fine_matching}
+                "fine_matching": self.multi.fine_matching, "cost_hint": self.multi.cost_hint}
 
     def first_step(self, name: str) -> int:
         return self.config.train.warmup_steps if name == "multi" else 0
@@ -370,7 +377,7 @@ class StudentStage(StageModule):
 
     def checkpoint_meta(self):
         return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": self.multi.msff,
-                "fine_matching": self.multi.fine_matching}
+                "fine_matching": self.multi.fine_matching, "cost_hint": self.multi.cost_hint}
 
     def start_from(self, teacher: dict[str, dict], pose: dict[str, dict], multi: dict[str, dict] | None) -> None:
         """Teacher and pose from the teacher stage (or S0/P0), the student from M0 where shapes match."""
