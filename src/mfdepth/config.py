@@ -156,7 +156,7 @@ class TrainConfig:
     """Pretrain stage: the multi-frame net joins as a copy of the single-frame net whose cost-volume
     weights are zero (:meth:`MultiFrameDepthNet.start_from_single`), instead of from its own random
     start: it begins as good as S and has only to learn what the cost volume adds."""
-    lr_per_network: bool = False
+    lr_per_network: bool = True
     """Each network's schedule runs over its own steps: the multi-frame net, joining the pretrain stage
     after ``warmup_steps``, starts at the full rate instead of where the shared decay has got to."""
     warmup_steps: int = 250
@@ -169,11 +169,12 @@ class TrainConfig:
     pose_prior_steps: int = 250
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
-    pose_prior_warp_steps: int = 0
+    pose_prior_warp_steps: int = 150
     """Steps of each pose-training stage in which the photometric loss warps with the two-view prior's
     rotation and translation direction (the pose net's translation length kept, so the depth scale is
-    still learned) instead of the pose net's own, while the prior supervises the pose net; at most
-    ``pose_prior_steps``. The depth net then never learns from a wrong early pose."""
+    still learned) instead of the pose net's own, while the prior supervises the pose net; only within
+    the prior's ``pose_prior_steps`` (0 there turns both off). The depth net then never learns from a
+    wrong early pose (docs/convergence.md, failure 7)."""
     pretrain_steps: int = 500
     teacher_steps: int = 250
     student_steps: int = 400
@@ -437,11 +438,6 @@ def validate(config: Config) -> None:
         at_least(f"train.{key}", getattr(t, key), 1)
     for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps", "pose_prior_warp_steps"):
         at_least(f"train.{key}", getattr(t, key), 0, " (0 = off)")
-    if t.pose_prior_warp_steps > t.pose_prior_steps:
-        raise ConfigError(
-            f"train.pose_prior_warp_steps: {t.pose_prior_warp_steps} is more than train.pose_prior_steps "
-            f"({t.pose_prior_steps}); the prior is only loaded for those steps: raise pose_prior_steps or lower it"
-        )
     at_least("eval.batch_size", e.batch_size, 1)
     if not 1 <= lo.num_scales <= 4:
         raise ConfigError(f"loss.num_scales: {lo.num_scales} is not between 1 and 4")

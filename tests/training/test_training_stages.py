@@ -266,8 +266,14 @@ def test_prior_warp_steps_warp_with_the_prior_direction_then_with_the_pose_net()
     assert stage.warping_poses(batch, poses) is poses
 
 
-def test_prior_warp_steps_beyond_the_prior_steps_are_refused():
-    from mfdepth.config import ConfigError
-
-    with pytest.raises(ConfigError, match="pose_prior_warp_steps"):
-        load_config(None, ["train.pose_prior_steps=10", "train.pose_prior_warp_steps=20"])
+def test_prior_warp_steps_stop_with_the_prior_steps(tiny_world):
+    config = tiny_config(tiny_world, "unused", "train.pose_prior_steps=1", "train.pose_prior_warp_steps=5")
+    stage = TeacherStage(config).train()
+    prior = torch.eye(4).repeat(1, 2, 1, 1)
+    prior[:, :, 0, 3] = 1.0
+    batch = {"pose_prior": prior, "pose_prior_valid": torch.ones(1, 2, dtype=torch.bool), "offsets": torch.tensor([[0, -1, 1]])}
+    poses = {-1: torch.eye(4)[None], 1: torch.eye(4)[None]}
+    stage.global_step = 0
+    assert stage.warping_poses(batch, poses) is not poses
+    stage.global_step = 1  # the prior's steps are over, so is the warp
+    assert stage.warping_poses(batch, poses) is poses

@@ -194,9 +194,10 @@ class StageModule(nn.Module):
 
     def warping_poses(self, batch: dict, poses: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """The poses the photometric loss warps with: during the first ``train.pose_prior_warp_steps``
-        steps, the two-view prior's rotation and direction with the pose net's translation length
+        steps (no more than ``train.pose_prior_steps``), the two-view prior's rotation and direction with the pose net's translation length
         (pairs without a prior keep the pose net's); afterwards ``poses`` themselves."""
-        found = self.prior_for(batch, self.config.train.pose_prior_warp_steps)
+        t = self.config.train
+        found = self.prior_for(batch, min(t.pose_prior_warp_steps, t.pose_prior_steps))
         if found is None:
             return poses
         offsets, prior, valid = found
