@@ -170,11 +170,11 @@ class TrainConfig:
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
     pose_prior_warp_steps: int = 150
-    """Steps of each pose-training stage in which the photometric loss warps with the two-view prior's
-    rotation and translation direction (the pose net's translation length kept, so the depth scale is
-    still learned) instead of the pose net's own, while the prior supervises the pose net; only within
-    the prior's ``pose_prior_steps`` (0 there turns both off). The depth net then never learns from a
-    wrong early pose (docs/convergence.md, failure 7)."""
+    """Pretrain stage (its pose net starts from scratch): steps in which the photometric loss warps
+    with the two-view prior's rotation and translation direction (the pose net's translation length
+    kept, so the depth scale is still learned) instead of the pose net's own, while the prior
+    supervises the pose net; only within the prior's ``pose_prior_steps`` (0 there turns both off).
+    The depth net then never learns from a wrong early pose (docs/convergence.md, failure 7)."""
     pretrain_steps: int = 500
     teacher_steps: int = 250
     student_steps: int = 400

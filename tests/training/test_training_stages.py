@@ -245,7 +245,7 @@ def test_each_network_starts_from_its_own_seed_whatever_the_others_look_like():
 
 def test_prior_warp_steps_warp_with_the_prior_direction_then_with_the_pose_net():
     config = tiny_config(None, "unused", "train.pose_prior_steps=4", "train.pose_prior_warp_steps=2")
-    stage = TeacherStage(config)
+    stage = PretrainStage(config)
     predicted = torch.eye(4).repeat(2, 1, 1)
     predicted[:, :3, 3] = torch.tensor([[0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
     prior = torch.eye(4).repeat(2, 2, 1, 1)  # (batch, source, 4, 4): sources -1 and +1
@@ -268,7 +268,7 @@ def test_prior_warp_steps_warp_with_the_prior_direction_then_with_the_pose_net()
 
 def test_prior_warp_steps_stop_with_the_prior_steps(tiny_world):
     config = tiny_config(tiny_world, "unused", "train.pose_prior_steps=1", "train.pose_prior_warp_steps=5")
-    stage = TeacherStage(config).train()
+    stage = PretrainStage(config).train()
     prior = torch.eye(4).repeat(1, 2, 1, 1)
     prior[:, :, 0, 3] = 1.0
     batch = {"pose_prior": prior, "pose_prior_valid": torch.ones(1, 2, dtype=torch.bool), "offsets": torch.tensor([[0, -1, 1]])}
