@@ -438,9 +438,14 @@ def test_sigint_saves_a_resumable_checkpoint(tiny_world, tmp_path):
         if step == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        run_stage("pretrain", config, run_dir, progress=False, after_step=press_ctrl_c)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    # Python's own Ctrl-C handler, whatever the launching shell left (a background job ignores SIGINT).
+    launched_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_stage("pretrain", config, run_dir, progress=False, after_step=press_ctrl_c)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    finally:
+        signal.signal(signal.SIGINT, launched_with)
     partial = load_checkpoint(run_dir / "checkpoints" / "pretrain-last.ckpt")
     assert partial["step"] == 1 and partial["optimizer"] is not None
     assert not (run_dir / "checkpoints" / "pretrain.ckpt").exists()
