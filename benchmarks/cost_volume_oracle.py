@@ -43,8 +43,10 @@ def score(argmin_depth, reliable, gt, max_depth):
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def true_pose_inputs(description: str):
+    """The command line of the oracle benchmarks and the test split they use: ``(args, config, judge,
+    T (N,4,4) true relative poses, gt (N,1,H,W) true depth)``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--bins", type=int, default=48)
@@ -54,10 +56,15 @@ def main():
     ensure_world(args.data, preset="demo")
     config = load_config(None, [f"data.root={args.data}", f"data.height={args.height}", f"data.width={args.width}"])
     judge = ConvergenceJudge(config)
-    H, W = args.height, args.width
-    target, previous, K = judge.target, judge.previous, judge.K
     T = torch.as_tensor(judge.true_poses, dtype=torch.float32)
     gt = torch.stack([torch.as_tensor(g) for g in judge.gts])[:, None].float()
+    return args, config, judge, T, gt
+
+
+def main():
+    args, config, judge, T, gt = true_pose_inputs(__doc__.splitlines()[0])
+    H, W = args.height, args.width
+    target, previous, K = judge.target, judge.previous, judge.K
     depths = torch.linspace(2.0, config.eval.max_depth, args.bins)[None].expand(len(target), -1)
     rows = {}
     for name, div in (("quarter", 4), ("half", 2), ("full", 1)):

@@ -20,36 +20,25 @@ true moving pixels the rule could flag at all; "static flagged" its false-alarm 
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from mfdepth.config import load_config
-from mfdepth.evaluation.convergence import ConvergenceJudge
 from mfdepth.masks import compute_dynamic_mask, mask_quality
 from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
-from mfdepth.synth import ensure_world
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cost_volume_oracle import true_pose_inputs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=192)
-    parser.add_argument("--bins", type=int, default=48)
-    parser.add_argument("--data", default="data/synthetic")
-    parser.add_argument("--name", default=None)
-    args = parser.parse_args()
-    ensure_world(args.data, preset="demo")
-    config = load_config(None, [f"data.root={args.data}", f"data.height={args.height}", f"data.width={args.width}"])
-    judge = ConvergenceJudge(config)
+    args, config, judge, T, gt = true_pose_inputs(__doc__.splitlines()[0])
     target, previous, K = judge.target, judge.previous, judge.K
-    T = torch.as_tensor(judge.true_poses, dtype=torch.float32)
-    gt = torch.stack([torch.as_tensor(g) for g in judge.gts])[:, None].float()
     moving = torch.stack([torch.as_tensor(m) for m in judge.motion])[:, None].bool()
     gt = F.interpolate(gt, size=(args.height, args.width), mode="nearest")
     moving = F.interpolate(moving.float(), size=(args.height, args.width), mode="nearest").bool()
