@@ -11,7 +11,10 @@ Scores: AbsRel over all / static / moving pixels and d<1.25 of the test split, m
 
     python benchmarks/ablation.py --seeds 0 1 [--threads 1] [key=value overrides]
 
-Writes ``ablation.json`` and ``ablation.md`` to ``--out``; run directories go to ``--runs``.
+Writes ``ablation.json`` and ``ablation.md`` to ``--out``; run directories go to ``--runs``. Each seed's
+scores and timings are kept in ``<runs>/seed<N>/scores.json``: a seed already scored is read back, not
+trained again, so seeds can run in separate processes (``--seeds 0`` and ``--seeds 1``, one thread each)
+and a last ``--seeds 0 1`` writes the table of both.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ def _copy(source_dir: Path, row_dir: Path, teacher_dir: Path | None, with_masks:
 
 def run_seed(args, seed: int, data_root: str) -> tuple[dict, dict, dict]:
     runs = Path(args.runs) / f"seed{seed}"
+    scores = runs / "scores.json"
+    if scores.exists():
+        kept = json.loads(scores.read_text())
+        return kept["rows"], kept["masks"], {**kept["seconds"], "threads": kept["threads"]}
     common = [*args.overrides, f"train.seed={seed}"]
     shared, plain = runs / "shared", runs / "plain_teacher"
     timings = {}
@@ -90,7 +97,12 @@ def run_seed(args, seed: int, data_root: str) -> tuple[dict, dict, dict]:
                                             overrides=data, progress=False).result.to_dict()
         print(f"seed {seed} {name}: AbsRel {results[name]['metrics']['all']['abs_rel']:.3f}", flush=True)
     masks = json.loads(mask_summary_path(shared).read_text())
-    return results, masks, timings
+    partial = scores.with_suffix(".tmp")
+    partial.write_text(json.dumps(
+        {"rows": results, "masks": masks, "seconds": timings, "threads": torch.get_num_threads()}, indent=2
+    ))
+    partial.replace(scores)
+    return results, masks, {**timings, "threads": torch.get_num_threads()}
 
 
 def main(argv=None) -> None:
@@ -106,7 +118,6 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load_config(args.config, list(args.overrides))
-    start = time.time()
     per_seed, masks, timings = {}, {}, {}
     for seed in args.seeds:
         per_seed[seed], masks[seed], timings[seed] = run_seed(args, seed, base.data.root)
@@ -122,7 +133,7 @@ def main(argv=None) -> None:
         "config": to_dict(base),
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "command": "python benchmarks/ablation.py " + " ".join(argv),
-        "minutes": (time.time() - start) / 60,
+        "minutes": sum(sum(v for k, v in seconds.items() if k != "threads") for seconds in timings.values()) / 60,
     }
     (out / "ablation.json").write_text(json.dumps(payload, indent=2))
 
@@ -134,7 +145,7 @@ def main(argv=None) -> None:
         f"teacher {t.teacher_steps} (robust S* for the masked rows, a plain teacher for the others), student "
         f"{t.student_steps} per row; batch {t.batch_size}, {base.data.height}x{base.data.width}, "
         f"{base.model.num_depth_bins} hypotheses; seeds {', '.join(map(str, args.seeds))}; {platform.machine()} CPU, "
-        f"{torch.get_num_threads()} threads; {payload['minutes']:.0f} min in all. Cells: mean over the seeds "
+        f"torch threads per seed {', '.join(str(timings[s]['threads']) for s in args.seeds)}; {payload['minutes']:.0f} min of training in all. Cells: mean over the seeds "
         "[min, max].",
         "",
         "| row | AbsRel all | AbsRel static | AbsRel moving | d<1.25 all |",
