@@ -61,12 +61,13 @@ def _copy(source_dir: Path, row_dir: Path, teacher_dir: Path | None, with_masks:
         shutil.copy2(pose_prior_path(source_dir), pose_prior_path(row_dir))
 
 
-def run_seed(args, seed: int, data_root: str) -> tuple[dict, dict, dict]:
+def run_seed(args, seed: int, data_root: str) -> dict:
+    """Train and score one seed's rows; ``{"rows", "masks", "seconds", "threads"}``, read back from
+    ``scores.json`` when the seed was scored before."""
     runs = Path(args.runs) / f"seed{seed}"
     scores = runs / "scores.json"
     if scores.exists():
-        kept = json.loads(scores.read_text())
-        return kept["rows"], kept["masks"], {**kept["seconds"], "threads": kept["threads"]}
+        return json.loads(scores.read_text())
     common = [*args.overrides, f"train.seed={seed}"]
     shared, plain = runs / "shared", runs / "plain_teacher"
     timings = {}
@@ -97,12 +98,11 @@ def run_seed(args, seed: int, data_root: str) -> tuple[dict, dict, dict]:
                                             overrides=data, progress=False).result.to_dict()
         print(f"seed {seed} {name}: AbsRel {results[name]['metrics']['all']['abs_rel']:.3f}", flush=True)
     masks = json.loads(mask_summary_path(shared).read_text())
+    record = {"rows": results, "masks": masks, "seconds": timings, "threads": torch.get_num_threads()}
     partial = scores.with_suffix(".tmp")
-    partial.write_text(json.dumps(
-        {"rows": results, "masks": masks, "seconds": timings, "threads": torch.get_num_threads()}, indent=2
-    ))
+    partial.write_text(json.dumps(record, indent=2))
     partial.replace(scores)
-    return results, masks, {**timings, "threads": torch.get_num_threads()}
+    return record
 
 
 def main(argv=None) -> None:
@@ -118,9 +118,9 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load_config(args.config, list(args.overrides))
-    per_seed, masks, timings = {}, {}, {}
-    for seed in args.seeds:
-        per_seed[seed], masks[seed], timings[seed] = run_seed(args, seed, base.data.root)
+    records = {seed: run_seed(args, seed, base.data.root) for seed in args.seeds}
+    per_seed = {seed: record["rows"] for seed, record in records.items()}
+    masks = {seed: record["masks"] for seed, record in records.items()}
 
     def values(name, row, key):
         out = [(per_seed[s][name]["metrics"].get(row) or {}).get(key) for s in args.seeds]
@@ -129,11 +129,11 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
-        "seeds": {str(s): {"rows": per_seed[s], "masks": masks[s], "seconds": timings[s]} for s in args.seeds},
+        "seeds": {str(s): record for s, record in records.items()},
         "config": to_dict(base),
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "command": "python benchmarks/ablation.py " + " ".join(argv),
-        "minutes": sum(sum(v for k, v in seconds.items() if k != "threads") for seconds in timings.values()) / 60,
+        "minutes": sum(sum(record["seconds"].values()) for record in records.values()) / 60,
     }
     (out / "ablation.json").write_text(json.dumps(payload, indent=2))
 
@@ -145,7 +145,8 @@ def main(argv=None) -> None:
         f"teacher {t.teacher_steps} (robust S* for the masked rows, a plain teacher for the others), student "
         f"{t.student_steps} per row; batch {t.batch_size}, {base.data.height}x{base.data.width}, "
         f"{base.model.num_depth_bins} hypotheses; seeds {', '.join(map(str, args.seeds))}; {platform.machine()} CPU, "
-        f"torch threads per seed {', '.join(str(timings[s]['threads']) for s in args.seeds)}; {payload['minutes']:.0f} min of training in all. Cells: mean over the seeds "
+        f"torch threads per seed {', '.join(str(records[s]['threads']) for s in args.seeds)}; "
+        f"{payload['minutes']:.0f} min of training in all. Cells: mean over the seeds "
         "[min, max].",
         "",
         "| row | AbsRel all | AbsRel static | AbsRel moving | d<1.25 all |",
