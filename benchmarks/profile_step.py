@@ -3,9 +3,11 @@ operator profile.
 
 Builds :class:`mfdepth.training.stages.PretrainStage` from a config, draws a few training batches
 once, and times optimisation steps during the single-frame + pose warm-up and with the multi-frame
-net joined (two untimed steps first); then profiles joint steps with ``torch.profiler``.
+net joined (two untimed steps first), once per ``--precision`` (``train.precision`` values, under the
+training loop's own autocast; speed reported as a ratio to the first); then profiles joint steps of
+the first precision with ``torch.profiler``.
 
-    python benchmarks/profile_step.py --threads 2 data.root=/tmp/world
+    python benchmarks/profile_step.py --threads 2 --precision 32 bf16-mixed data.root=/tmp/world
 
 Writes ``benchmarks/results/profile_step.json`` and ``.md``.
 """
@@ -25,7 +27,13 @@ from torch.utils.data import DataLoader
 
 from mfdepth.config import load_config
 from mfdepth.synth import ensure_world
-from mfdepth.training.loop import make_optimizer, parameter_groups, step_generator
+from mfdepth.training.loop import (
+    forward_under_autocast,
+    make_optimizer,
+    parameter_groups,
+    setup_runtime,
+    step_generator,
+)
 from mfdepth.training.recipe import training_dataset
 from mfdepth.training.stages import PretrainStage
 
@@ -36,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per phase")
+    parser.add_argument("--precision", nargs="+", default=["32"], help="train.precision values to time")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
@@ -49,27 +58,33 @@ def main() -> None:
     batches = [next(loader) for _ in range(args.steps + 2)]
     module = PretrainStage(config).train()
     optimizer = make_optimizer(parameter_groups(module), config.train)
+    runtime = setup_runtime("cpu", "auto", "32")
 
     def step(batch, at):
         module.global_step = at
-        loss, _, _ = module(batch, step_generator(0, at))
+        loss, _, _ = forward_under_autocast(module, batch, step_generator(0, at), runtime)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
     joined = config.train.warmup_steps + 10
+    phases = (("warm-up (single-frame + pose)", 10), ("joint (with the multi-frame net)", joined))
     seconds = {}
-    for phase, first in (("warm-up (single-frame + pose)", 10), ("joint (with the multi-frame net)", joined)):
-        step(batches[0], first)
-        step(batches[1], first + 1)
-        began = time.perf_counter()
-        for i in range(args.steps):
-            step(batches[2 + i], first + 2 + i)
-        seconds[phase] = (time.perf_counter() - began) / args.steps
+    for precision in args.precision:
+        runtime = setup_runtime("cpu", "auto", precision)
+        for phase, first in phases:
+            step(batches[0], first)
+            step(batches[1], first + 1)
+            began = time.perf_counter()
+            for i in range(args.steps):
+                step(batches[2 + i], first + 2 + i)
+            seconds.setdefault(precision, {})[phase] = (time.perf_counter() - began) / args.steps
+    reference = args.precision[0]
+    runtime = setup_runtime("cpu", "auto", reference)
 
     module.global_step = joined
     began = time.perf_counter()
-    loss, _, _ = module(batches[0], step_generator(0, joined))
+    loss, _, _ = forward_under_autocast(module, batches[0], step_generator(0, joined), runtime)
     forward = time.perf_counter() - began
     began = time.perf_counter()
     loss.backward()
@@ -84,11 +99,11 @@ def main() -> None:
     top = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:12]]
 
     payload = {
-        "seconds_per_step": seconds, "joint_forward_s": forward, "joint_backward_s": backward, "top_ops": top,
+        "seconds_per_step": seconds, "reference_precision": reference, "joint_forward_s": forward, "joint_backward_s": backward, "top_ops": top,
         "input": [config.data.height, config.data.width], "batch": config.train.batch_size,
         "threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
         "command": "python benchmarks/profile_step.py " + " ".join(
-            [f"--threads {args.threads}", *args.overrides]),
+            [f"--threads {args.threads}", "--precision", *args.precision, *args.overrides]),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,13 +114,14 @@ def main() -> None:
         f"{config.data.height}x{config.data.width}, batch {config.train.batch_size}, {args.threads} threads, "
         f"torch {torch.__version__}; the step alone (no data loading, logging, checkpoints).",
         "",
-        "| phase | s / step |",
-        "|---|---|",
-        *[f"| {phase} | {s:.3f} |" for phase, s in seconds.items()],
+        "| train.precision | phase | s / step | speed against " + reference + " |",
+        "|---|---|---|---|",
+        *[f"| {precision} | {phase} | {s:.3f} | {seconds[reference][phase] / s:.2f}x |"
+          for precision, by_phase in seconds.items() for phase, s in by_phase.items()],
         "",
-        f"Joint step: forward {forward:.3f} s, backward {backward:.3f} s.",
+        f"Joint step ({reference}): forward {forward:.3f} s, backward {backward:.3f} s.",
         "",
-        "| operator (joint steps) | share of CPU time | calls |",
+        f"| operator (joint steps, {reference}) | share of CPU time | calls |",
         "|---|---|---|",
         *[f"| `{row['op']}` | {row['share']:.1%} | {row['calls']} |" for row in top],
         "",

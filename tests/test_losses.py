@@ -331,3 +331,19 @@ def test_metric_depths_fall_back_where_no_ground_is_found():
     scaled, factor = L.metric_depths([torch.cat([depth * 2.0, flat_wall])], K.expand(2, 3, 3), 1.65)
     assert factor[0].item() == pytest.approx(0.5, rel=1e-3)
     assert factor[1].item() == pytest.approx(0.5, rel=1e-3)  # the batch's median factor
+
+
+def test_cost_volume_target_follows_the_lowest_cost_depth_only_where_trusted():
+    cost_depth = torch.tensor([[[[2.0, 8.0], [4.0, 1.0]]]])  # (1, 1, 2, 2): one value per 2x2 cell
+    target = torch.nn.functional.interpolate(cost_depth, size=(4, 4), mode="nearest")
+    trusted = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    trusted[..., :2, :] = True  # the top two cells
+    assert L.cost_volume_target_loss(target.clone(), cost_depth, trusted).item() == pytest.approx(0.0, abs=1e-6)
+    depth = (target * 2.0).requires_grad_()
+    depth.data[..., 2:, :] = 100.0  # untrusted pixels, however wrong, add nothing
+    loss = L.cost_volume_target_loss(depth, cost_depth, trusted)
+    assert loss.item() == pytest.approx(math.log(2.0), rel=1e-5)
+    loss.backward()
+    assert (depth.grad[..., 2:, :] == 0).all() and (depth.grad[..., :2, :] > 0).all()
+    none = L.cost_volume_target_loss(depth, cost_depth, torch.zeros_like(trusted))
+    assert none.item() == 0.0 and none.requires_grad

@@ -123,6 +123,10 @@ class LossConfig:
     consistency_low: float = 0.5
     consistency_high: float = 2.0
     """Cost-volume consistency rule: distil where D_cost / D_teacher is outside [low, high]."""
+    cost_volume_target_weight: float = 0.0
+    """Where that rule trusts the cost volume (and the item's volume is informative), the multi-frame
+    net is pulled toward the volume's lowest-cost depth with this weight (pretrain and student stages;
+    0 = off). Makes following the match a direct target rather than one the photometric loss must find."""
     pose_prior_weight: float = 1.0
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
@@ -184,7 +188,7 @@ class TrainConfig:
     strategy: str = "auto"
     """auto or ddp (launch with torchrun for several GPUs)."""
     precision: str = "32"
-    """32, 16-mixed or bf16-mixed (mixed precision applies on GPU only)."""
+    """32, 16-mixed (GPU only; ignored on CPU) or bf16-mixed (GPU or CPU). Geometry stays float32."""
     checkpoint_every: int = 50
     log_every: int = 5
     image_log_every: int = 50
@@ -459,7 +463,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"train.{key}: {getattr(t, key)} is a probability, between 0 and 1")
     if not 0.0 <= m.adaptive_range_momentum <= 1.0:
         raise ConfigError(f"model.adaptive_range_momentum: {m.adaptive_range_momentum} must be between 0 and 1")
-    for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "pose_prior_weight"):
+    for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "pose_prior_weight",
+                "cost_volume_target_weight"):
         if getattr(lo, key) < 0:
             raise ConfigError(f"loss.{key}: {getattr(lo, key)} must be 0 or more")
     if not 0 < lo.consistency_low < lo.consistency_high:

@@ -11,10 +11,32 @@ Conventions used everywhere in mfdepth:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def full_precision(fn):
+    """Run ``fn`` in float32 with autocast off, half-precision tensor arguments cast up.
+
+    Mixed-precision training runs the networks in float16 / bfloat16, whose 11 / 8 bits of mantissa
+    place a pixel of a 640-wide image only to within 0.5 / 4 pixels; geometry done at that precision
+    would warp every frame by a fraction of a pixel at random. Float32 and float64 inputs are kept."""
+
+    def up(value):
+        return value.float() if isinstance(value, Tensor) and value.dtype in _HALF else value
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+
+    return wrapper
 
 
 def scale_intrinsics(K: Tensor, scale_x: float, scale_y: float) -> Tensor:
@@ -58,6 +80,7 @@ def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> Ten
     return torch.stack([u.reshape(-1), v.reshape(-1), torch.ones_like(u).reshape(-1)], dim=0)
 
 
+@full_precision
 def pixel_rays(K: Tensor, height: int, width: int) -> Tensor:
     """Rays ``K^-1 [u, v, 1]^T`` with z = 1 for every pixel: ``(B, 3, H*W)``. ``K``: ``(B, 3|4, 3|4)``."""
     K3 = K[..., :3, :3]
@@ -65,6 +88,7 @@ def pixel_rays(K: Tensor, height: int, width: int) -> Tensor:
     return torch.linalg.inv(K3) @ grid
 
 
+@full_precision
 def backproject(depth: Tensor, K: Tensor) -> Tensor:
     """Depth map to 3D points in the camera frame.
 
@@ -79,6 +103,7 @@ def backproject(depth: Tensor, K: Tensor) -> Tensor:
     return (rays * depth.reshape(b, 1, h * w)).reshape(b, 3, h, w)
 
 
+@full_precision
 def transform_points(T: Tensor, points: Tensor) -> Tensor:
     """Apply ``(B, 4, 4)`` rigid transforms to points ``(B, 3, N)`` (or ``(B, 3, H, W)``)."""
     shape = points.shape
@@ -87,6 +112,7 @@ def transform_points(T: Tensor, points: Tensor) -> Tensor:
     return out.reshape(shape)
 
 
+@full_precision
 def project(points: Tensor, K: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Project camera-frame points to pixels.
 
@@ -162,6 +188,7 @@ def matrix_to_axis_angle(R: Tensor) -> Tensor:
     return torch.where((angle > torch.pi - 1e-3)[:, None], near_pi, out)
 
 
+@full_precision
 def pose_vector_to_matrix(axis_angle: Tensor, translation: Tensor, invert: bool = False) -> Tensor:
     """Axis-angle ``(B, 3)`` + translation ``(B, 3)`` metres -> ``(B, 4, 4)`` transform ``[R | t]``.
 
@@ -183,6 +210,7 @@ def matrix_to_pose_vector(T: Tensor) -> tuple[Tensor, Tensor]:
     return matrix_to_axis_angle(T[:, :3, :3]), T[:, :3, 3]
 
 
+@full_precision
 def invert_transform(T: Tensor) -> Tensor:
     """Inverse of rigid ``(..., 4, 4)`` transforms without a general matrix inverse."""
     R = T[..., :3, :3].transpose(-1, -2)
@@ -194,6 +222,7 @@ def invert_transform(T: Tensor) -> Tensor:
     return out
 
 
+@full_precision
 def with_rotation_and_direction(T: Tensor, T_reference: Tensor, use: Tensor | None = None) -> Tensor:
     """``T``'s translation length with ``T_reference``'s rotation and translation direction.
 
@@ -217,6 +246,7 @@ def with_rotation_and_direction(T: Tensor, T_reference: Tensor, use: Tensor | No
     return torch.where(use.bool()[:, None, None], mixed, T)
 
 
+@full_precision
 def reproject_pixels(depth: Tensor, T_source_target: Tensor, K: Tensor, K_source: Tensor | None = None):
     """Where each target pixel lands in the source view.
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from mfdepth.geometry import inverse_warp
+from mfdepth.geometry import full_precision, inverse_warp
 
 Tensor = torch.Tensor
 
@@ -337,6 +337,26 @@ def distillation_loss(depth_student: Tensor, depth_teacher: Tensor, region: Tens
     return masked_mean(difference, region > 0.5)
 
 
+def cost_volume_target_loss(depth: Tensor, cost_volume_depth: Tensor, trusted: Tensor) -> Tensor:
+    """Pull the multi-frame net toward its cost volume's lowest-cost depth where that match is trusted.
+
+    The photometric loss rewards reading the cost volume only through small local gradients; the
+    lowest-cost depth is the answer of a search over all hypotheses, so where ManyDepth's rule trusts
+    it (it agrees with the single-frame teacher within a factor, and the match is reliable) it is a
+    direct target: mean over ``trusted`` of ``|log D - log D_cost|``, with ``D_cost`` (constant over
+    each cell of the volume's grid) upsampled by nearest neighbour.
+
+    Args:
+        depth: ``(B, 1, H, W)`` metres, the multi-frame net's finest depth.
+        cost_volume_depth: ``(B, 1, h, w)`` metres, the lowest-cost hypothesis (no gradient taken).
+        trusted: ``(B, 1, H, W)`` bool / {0, 1} float.
+    Returns:
+        Scalar; 0 (graph intact) when nothing is trusted.
+    """
+    target = F.interpolate(cost_volume_depth.detach().to(depth.dtype), size=tuple(depth.shape[-2:]), mode="nearest")
+    return distillation_loss(depth, target, trusted)
+
+
 def pose_prior_loss(T_pred: Tensor, T_prior: Tensor, valid: Tensor | None = None) -> Tensor:
     """Agreement of predicted relative poses with a scale-free prior (classical two-view geometry).
 
@@ -357,6 +377,7 @@ def pose_prior_loss(T_pred: Tensor, T_prior: Tensor, valid: Tensor | None = None
     return masked_mean(per_pair, valid.bool())
 
 
+@full_precision
 def ground_height(depth: Tensor, K: Tensor, region_fraction: float = 0.4) -> tuple[Tensor, Tensor]:
     """The camera's height above the ground plane of ``depth``, differentiable in ``depth``.
 

@@ -277,3 +277,39 @@ def test_prior_warp_steps_stop_with_the_prior_steps(tiny_world):
     assert stage.warping_poses(batch, poses) is not poses
     stage.global_step = 1  # the prior's steps are over, so is the warp
     assert stage.warping_poses(batch, poses) is poses
+
+
+def test_bfloat16_mixed_precision_runs_on_cpu_with_the_float32_loss(tiny_world, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "bf16", "train.pose_prior_steps=0")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "bf16", with_masks=False), batch_size=2)))
+    stage = PretrainStage(config).train()
+    stage.global_step = config.train.warmup_steps  # the multi-frame net and its cost volume take part
+    losses = {}
+    for precision in ("32", "bf16-mixed"):
+        runtime = loop.setup_runtime("cpu", "auto", precision)
+        loss, scalars, _ = loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        losses[precision] = loss
+    assert loop.setup_runtime("cpu", "auto", "bf16-mixed").autocast_dtype == torch.bfloat16
+    assert loop.setup_runtime("cpu", "auto", "16-mixed").autocast_dtype is None  # float16 is for GPUs
+    assert losses["bf16-mixed"].dtype == torch.float32 and torch.isfinite(losses["bf16-mixed"])
+    # Same weights, same batch: only the networks' arithmetic is coarser.
+    assert losses["bf16-mixed"].item() == pytest.approx(losses["32"].item(), rel=0.01)
+    losses["bf16-mixed"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in stage.parameters() if p.grad is not None)
+
+
+def test_cost_volume_target_term_is_logged_in_the_stages_that_train_the_multi_frame_net(tiny_world, tmp_path):
+    import csv
+
+    config = tiny_config(tiny_world, tmp_path / "cv", "loss.cost_volume_target_weight=0.5")
+    run_stage("all", config, config.run_dir, progress=False)
+    for stage, joined_rows in (("pretrain", slice(1, None)), ("student", slice(0, None))):
+        rows = list(csv.DictReader((tmp_path / "cv" / "logs" / f"{stage}.csv").open()))
+        values = [float(row["cost_volume_target"]) for row in rows[joined_rows]]
+        assert values and all(math.isfinite(v) and v >= 0 for v in values), (stage, values)
+    warm_up = list(csv.DictReader((tmp_path / "cv" / "logs" / "pretrain.csv").open()))[0]
+    assert math.isnan(float(warm_up["cost_volume_target"]))  # the multi-frame net has not joined yet

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from mfdepth.geometry import backproject
+from mfdepth.geometry import backproject, full_precision
 
 Tensor = torch.Tensor
 
@@ -34,6 +34,7 @@ def _plane_from_weighted_points(points: Tensor, weights: Tensor) -> tuple[Tensor
     return normal * sign[:, None], offset * sign
 
 
+@full_precision
 def fit_ground_plane(
     depth: Tensor,
     K: Tensor,

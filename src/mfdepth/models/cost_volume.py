@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mfdepth.geometry import pixel_rays
+from mfdepth.geometry import full_precision, pixel_rays
 
 
+@full_precision
 def sweep_pixels(T_source_target: torch.Tensor, K: torch.Tensor, depths: torch.Tensor, height: int, width: int):
     """Source-view pixel coordinates of every target pixel at every hypothesis depth.
 

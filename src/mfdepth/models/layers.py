@@ -130,7 +130,8 @@ class DepthDecoder(nn.Module):
                 x = torch.cat([x, features[i - 1]], dim=1)
             x = self.up1[i](x)
             if i < self.num_scales:
-                disps[i] = torch.sigmoid(self.disp_convs[i](x))
+                # Float32 from here under mixed precision: depths feed geometry and the losses.
+                disps[i] = torch.sigmoid(self.disp_convs[i](x).float())
         return disps
 
 

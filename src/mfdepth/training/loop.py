@@ -87,7 +87,8 @@ def setup_runtime(accelerator: str, strategy: str, precision: str) -> Runtime:
     dtypes = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
     if precision not in dtypes:
         raise ValueError(f"train.precision: '{precision}' is not one of {', '.join(dtypes)}")
-    autocast_dtype = dtypes[precision] if use_cuda else None
+    # float16 needs a GPU's loss scaling and kernels; bfloat16 keeps float32's range and runs on CPUs too.
+    autocast_dtype = dtypes[precision] if use_cuda or precision == "bf16-mixed" else None
     return Runtime(device=device, rank=rank, world_size=world_size, autocast_dtype=autocast_dtype)
 
 
@@ -413,7 +414,7 @@ def _distributed(module: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
     )
 
 
-def _forward(trained: torch.nn.Module, batch: dict, generator: torch.Generator, runtime: Runtime):
+def forward_under_autocast(trained: torch.nn.Module, batch: dict, generator: torch.Generator, runtime: Runtime):
     """``(loss, scalars, images)`` of one batch, under autocast when mixed precision is on."""
     with torch.autocast(
         device_type=runtime.device.type,
@@ -511,7 +512,7 @@ def fit(
             batch = move_to_device(batch, runtime.device)
             schedule.apply(optimizer, step)
             module.global_step = step
-            loss, scalars, images = _forward(trained, batch, step_generator(train_cfg.seed, step), runtime)
+            loss, scalars, images = forward_under_autocast(trained, batch, step_generator(train_cfg.seed, step), runtime)
             if not torch.isfinite(loss):
                 raise _non_finite_loss(module.name, loss, step, epoch, batches_per_epoch, batch, checkpoints.last_path)
             checkpoints.loss_is_finite()

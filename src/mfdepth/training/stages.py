@@ -210,6 +210,14 @@ class StageModule(nn.Module):
             momentum = 0.0
         multi.update_depth_range(teacher_depth, momentum)
 
+    def cost_volume_target_term(self, net_out: dict, untrusted: torch.Tensor) -> torch.Tensor | None:
+        """``loss.cost_volume_target_weight`` times :func:`mfdepth.losses.cost_volume_target_loss` on the
+        pixels outside ``untrusted`` ``(B,1,H,W)`` bool; None when the weight is 0."""
+        weight = self.config.loss.cost_volume_target_weight
+        if weight == 0:
+            return None
+        return weight * losses.cost_volume_target_loss(net_out["depth"][0], net_out["cost_volume_depth"], ~untrusted)
+
     @staticmethod
     def add_terms(loss: torch.Tensor, scalars: dict, **terms) -> torch.Tensor:
         """``loss`` plus every term that is not None, each logged under its name."""
@@ -304,7 +312,8 @@ class PretrainStage(StageModule):
         if not self.multi_active():
             # The same columns in every row of the loss log (its header is fixed by the first row).
             nan = torch.full((), float("nan"), device=loss.device)
-            scalars.update(dict.fromkeys(self.MULTI_SCALARS, nan))
+            joined_later = self.MULTI_SCALARS + (("cost_volume_target",) if self.config.loss.cost_volume_target_weight else ())
+            scalars.update(dict.fromkeys(joined_later, nan))
             return loss, {k: v.detach() for k, v in scalars.items()}, images
 
         cv_source, cv_pose, static, zeroed = self.cost_volume_inputs(
@@ -326,7 +335,8 @@ class PretrainStage(StageModule):
         )
         region = inconsistent | (static | zeroed)[:, None, None, None]
         consistency = losses.distillation_loss(multi["depth"][0], teacher_depth, region)
-        loss = loss + multi_terms["loss"] + consistency
+        loss = self.add_terms(loss + multi_terms["loss"] + consistency, scalars,
+                              cost_volume_target=self.cost_volume_target_term(multi, region))
         scalars.update({
             "multi_photometric": multi_terms["photometric"],
             "consistency": consistency,
@@ -435,7 +445,6 @@ class StudentStage(StageModule):
         else:
             region = inconsistent | single_frame_items[:, None, None, None]
         distill = losses.distillation_loss(student["depth"][0], teacher_depth, region)
-        loss = terms["loss"] + cfg.distillation_weight * distill
         scalars = {
             "photometric": terms["photometric"],
             "distillation": distill,
@@ -443,5 +452,10 @@ class StudentStage(StageModule):
             "d_min": self.multi.d_min,
             "d_max": self.multi.d_max,
         }
+        untrusted = inconsistent | single_frame_items[:, None, None, None]
+        if exclude is not None:
+            untrusted = untrusted | exclude
+        loss = self.add_terms(terms["loss"] + cfg.distillation_weight * distill, scalars,
+                              cost_volume_target=self.cost_volume_target_term(student, untrusted))
         images = {"depth_student": depth_image(student["depth"][0]), "depth_teacher": depth_image(teacher_depth)}
         return loss, {k: v.detach() for k, v in scalars.items()}, images
