@@ -123,10 +123,11 @@ class LossConfig:
     consistency_low: float = 0.5
     consistency_high: float = 2.0
     """Cost-volume consistency rule: distil where D_cost / D_teacher is outside [low, high]."""
-    cost_volume_target_weight: float = 0.0
+    cost_volume_target_weight: float = 1.0
     """Where that rule trusts the cost volume (and the item's volume is informative), the multi-frame
     net is pulled toward the volume's lowest-cost depth with this weight (pretrain and student stages;
-    0 = off). Makes following the match a direct target rather than one the photometric loss must find."""
+    0 = off). Makes following the match a direct target rather than one the photometric loss must find
+    (docs/convergence.md, failure 8: without it the net ignores its cost volume)."""
     pose_prior_weight: float = 1.0
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
