@@ -58,9 +58,8 @@ def main() -> None:
     batches = [next(loader) for _ in range(args.steps + 2)]
     module = PretrainStage(config).train()
     optimizer = make_optimizer(parameter_groups(module), config.train)
-    runtime = setup_runtime("cpu", "auto", "32")
 
-    def step(batch, at):
+    def step(batch, at):  # under the `runtime` of the precision being timed
         module.global_step = at
         loss, _, _ = forward_under_autocast(module, batch, step_generator(0, at), runtime)
         optimizer.zero_grad()
