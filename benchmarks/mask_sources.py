@@ -26,10 +26,21 @@ from mfdepth.config import apply_overrides, config_from_dict
 from mfdepth.evaluation.convergence import ConvergenceJudge
 from mfdepth.evaluation.metrics import MaskQualityAccumulator
 from mfdepth.masks import compute_dynamic_mask, median_ratio
+from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
 from mfdepth.models.factory import build_multi, build_pose, build_single
 from mfdepth.training.checkpoint import load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def match_sharpness(multi, target, source, T, K):
+    """``(B,1,h,w)`` how distinct the best hypothesis of the full-resolution image cost is:
+    (median cost - lowest cost) / median cost over the hypotheses, 0 where the match is unreliable."""
+    depths = multi.depth_bins(target.shape[0])
+    cost, valid = pooled_cost_volume(target, source, T, K[:, :3, :3], depths, 4)
+    filled, _, reliable = finish_cost_volume(cost, valid, depths)
+    median = filled.median(dim=1, keepdim=True).values
+    return (median - filled.amin(dim=1, keepdim=True)) / median.clamp_min(1e-6) * reliable
 
 
 def batched(fn, n, size=8):
@@ -61,6 +72,8 @@ def main():
         d_multi = torch.cat([o["depth"][0] for o in outputs])
         d_cost = torch.cat([o["cost_volume_depth"] for o in outputs])
         d_cost = F.interpolate(d_cost, size=d_single.shape[-2:], mode="nearest")
+        sharp = batched(lambda s: match_sharpness(multi, target[s], previous[s], T[s], K[s]), n)
+        sharp = F.interpolate(sharp, size=d_single.shape[-2:], mode="nearest")
         zero = torch.ones(8, dtype=torch.bool)
         d_zeroed = batched(lambda s: multi(target[s], previous[s], T[s], K[s],
                                            zero_cost_volume=zero[: target[s].shape[0]])["depth"][0], n)
@@ -70,7 +83,14 @@ def main():
     moving = F.interpolate(moving.float(), size=d_single.shape[-2:], mode="nearest").bool()
     mcfg = config.masks
     rows = {}
-    for name, d_o in (("M0 output", d_multi), ("M0 lowest-cost depth", d_cost), ("M0, cost volume zeroed", d_zeroed)):
+    sources = [("M0 output", d_multi), ("M0 lowest-cost depth", d_cost), ("M0, cost volume zeroed", d_zeroed)]
+    for q in (0.5, 0.75, 0.9):
+        level = float(sharp.flatten().quantile(q))
+        sources.append((f"lowest-cost where sharpness > q{q:.2f} ({level:.3f}), else M0 output",
+                        torch.where(sharp > level, d_cost, d_multi)))
+    sharp_moving = float(sharp[moving].median()) if moving.any() else float("nan")
+    sharp_static = float(sharp[~moving].median())
+    for name, d_o in sources:
         mask = compute_dynamic_mask(d_o, d_single, K, upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio,
                                     align_median=mcfg.align_median, ground_check=mcfg.ground_check,
                                     camera_height=mcfg.camera_height, ground_tolerance=mcfg.ground_tolerance,
@@ -81,12 +101,14 @@ def main():
         ratio = d_o * median_ratio(d_o, d_single) / d_single
         rows[name] = {**quality.compute(), "flagged": float(mask.float().mean()),
                       "ratio_moving": float(ratio[moving].median()), "ratio_static": float(ratio[~moving].median())}
-    payload = {"checkpoint": args.checkpoint, "frames": n, "reliance": reliance, "rows": rows}
+    payload = {"checkpoint": args.checkpoint, "frames": n, "reliance": reliance, "rows": rows,
+               "sharpness_median": {"moving": sharp_moving, "static": sharp_static}}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2))
     lines = [f"# Mask sources of `{args.checkpoint}` ({n} test frames)", "",
              f"M0's reliance on its cost volume: median |log(D / D_zeroed)| {reliance['median_abs_log_change']:.3f}, "
-             f"{100 * reliance['changed_over_10pct']:.0f}% of pixels changed by more than 10%.", "",
+             f"{100 * reliance['changed_over_10pct']:.0f}% of pixels changed by more than 10%. "
+             f"Match sharpness (median): moving {sharp_moving:.3f}, static {sharp_static:.3f}.", "",
              "| D_o | IoU | precision | recall | flagged | median D_o/D_r moving | static |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {k} | {v['iou']:.3f} | {v['precision']:.3f} | {v['recall']:.3f} | {v['flagged']:.3f} | "
               f"{v['ratio_moving']:.2f} | {v['ratio_static']:.2f} |" for k, v in rows.items()]

@@ -123,6 +123,9 @@ class LossConfig:
     consistency_low: float = 0.5
     consistency_high: float = 2.0
     """Cost-volume consistency rule: distil where D_cost / D_teacher is outside [low, high]."""
+    consistency_weight: float = 1.0
+    """Pretrain stage: weight of ManyDepth's consistency term, which distils M0 from the detached S0
+    where the cost-volume rule does not trust the volume (moving objects among them)."""
     cost_volume_target_weight: float = 1.0
     """Where that rule trusts the cost volume (and the item's volume is informative), the multi-frame
     net is pulled toward the volume's lowest-cost depth with this weight (pretrain and student stages;
@@ -464,7 +467,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"train.{key}: {getattr(t, key)} is a probability, between 0 and 1")
     if not 0.0 <= m.adaptive_range_momentum <= 1.0:
         raise ConfigError(f"model.adaptive_range_momentum: {m.adaptive_range_momentum} must be between 0 and 1")
-    for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "pose_prior_weight",
+    for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "consistency_weight", "pose_prior_weight",
                 "cost_volume_target_weight"):
         if getattr(lo, key) < 0:
             raise ConfigError(f"loss.{key}: {getattr(lo, key)} must be 0 or more")

@@ -313,3 +313,24 @@ def test_cost_volume_target_term_is_logged_in_the_stages_that_train_the_multi_fr
         assert values and all(math.isfinite(v) and v >= 0 for v in values), (stage, values)
     warm_up = list(csv.DictReader((tmp_path / "cv" / "logs" / "pretrain.csv").open()))[0]
     assert math.isnan(float(warm_up["cost_volume_target"]))  # the multi-frame net has not joined yet
+
+
+def test_consistency_weight_scales_the_pretrain_consistency_term(tiny_world, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "cw", "train.pose_prior_steps=0")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "cw", with_masks=False), batch_size=2)))
+    runtime = loop.setup_runtime("cpu", "auto", "32")
+    results = {}
+    for weight in (1.0, 0.25):
+        torch.manual_seed(0)
+        stage = PretrainStage(apply_overrides(config, [f"loss.consistency_weight={weight}"])).train()
+        stage.global_step = config.train.warmup_steps  # the multi-frame net has joined
+        loss, scalars, _ = loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        results[weight] = (loss.item(), scalars["consistency"].item())
+    (full, term), (quarter, term_again) = results[1.0], results[0.25]
+    assert term > 0 and term_again == pytest.approx(term)
+    assert full - quarter == pytest.approx(0.75 * term, rel=1e-4, abs=1e-6)

@@ -335,7 +335,7 @@ class PretrainStage(StageModule):
         )
         region = inconsistent | (static | zeroed)[:, None, None, None]
         consistency = losses.distillation_loss(multi["depth"][0], teacher_depth, region)
-        loss = self.add_terms(loss + multi_terms["loss"] + consistency, scalars,
+        loss = self.add_terms(loss + multi_terms["loss"] + self.config.loss.consistency_weight * consistency, scalars,
                               cost_volume_target=self.cost_volume_target_term(multi, region))
         scalars.update({
             "multi_photometric": multi_terms["photometric"],
