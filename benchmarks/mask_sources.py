@@ -7,6 +7,8 @@ Loads a pretrain checkpoint (S0, M0, pose) and, on the test split of the embedde
 * the depth inconsistency mask (the config's rule) with D_r = S0 and D_o from three sources: M0's
   output (METHOD.md), M0's lowest-cost depth (the static-world match the rule is meant to expose),
   and M0's output with a zeroed cost volume (a control: it cannot see motion at all);
+* the match sharpness, (median - lowest cost) / median of the full-resolution image cost, on moving
+  and static pixels, and masks whose D_o is the lowest-cost depth where the match is sharp (else M0);
 * for each: IoU / precision / recall against the true motion, the share of pixels flagged, and the
   median D_o / D_r ratio on true moving and on static pixels (both ~1 when D_o carries no motion).
 
