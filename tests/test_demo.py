@@ -35,6 +35,7 @@ def test_demo_writes_report_with_metrics_and_figures(tmp_path, capsys):
         assert errors["num_pairs"] == metrics[rows[0]]["num_frames"]  # every test frame has a previous one
     printed = capsys.readouterr().out
     assert "full method (M)" in printed and "translation direction error" in printed
+    assert "(`train.precision=auto`)" in printed and ("arithmetic float32" in printed or "arithmetic bfloat16" in printed)
 
 
 def test_stage_error_is_one_line(tmp_path, capsys):

@@ -9,7 +9,7 @@ import torch
 from mfdepth.checkpoint import CheckpointError, restore_networks
 from mfdepth.config import load_config
 from mfdepth.data.camera import camera_meta
-from mfdepth.devices import resolve_device
+from mfdepth.devices import cpu_computes_bfloat16, resolve_device
 from mfdepth.errors import DeviceError, UserError
 from mfdepth.inference.intrinsics import checkpoint_intrinsics
 
@@ -66,6 +66,19 @@ def test_one_device_resolver():
         assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
         with pytest.raises(DeviceError, match=r"train.accelerator=gpu: .* train.accelerator=cpu"):
             resolve_device("gpu", "train.accelerator")
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="the CPU's flags are read from Linux's /proc/cpuinfo")
+def test_the_bfloat16_probe_agrees_with_the_cpu_flags():
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    has_hardware = bool({"amx_tile", "avx512_bf16"} & flags)
+    if hasattr(torch.cpu, "_is_amx_tile_supported"):
+        assert cpu_computes_bfloat16() == has_hardware
+    else:
+        assert cpu_computes_bfloat16() is False
 
 
 def test_training_stores_the_camera_prediction_reads():

@@ -191,8 +191,10 @@ class TrainConfig:
     """auto, cpu or gpu."""
     strategy: str = "auto"
     """auto or ddp (launch with torchrun for several GPUs)."""
-    precision: str = "32"
-    """32, 16-mixed (GPU only; ignored on CPU) or bf16-mixed (GPU or CPU). Geometry stays float32."""
+    precision: str = "auto"
+    """auto, 32, 16-mixed (GPU only; ignored on CPU) or bf16-mixed (GPU or CPU). Geometry stays float32.
+    auto: bf16-mixed on a CPU with bfloat16 hardware (AMX or AVX512-BF16; about 1.25x per step, accuracy
+    within seed noise: docs/convergence.md), 32 on other CPUs and on GPUs. Checkpoints record the choice."""
     checkpoint_every: int = 50
     log_every: int = 5
     image_log_every: int = 50
@@ -487,7 +489,7 @@ def validate(config: Config) -> None:
         "eval.protocol": (e.protocol, ("synthetic", "kitti", "cityscapes", "folder")),
         "train.accelerator": (t.accelerator, ("auto", "cpu", "gpu")),
         "train.strategy": (t.strategy, ("auto", "ddp")),
-        "train.precision": (t.precision, ("32", "16-mixed", "bf16-mixed")),
+        "train.precision": (t.precision, ("auto", "32", "16-mixed", "bf16-mixed")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

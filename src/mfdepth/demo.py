@@ -74,6 +74,15 @@ METRIC_ROW = "full method (M), metric: camera height, no median scaling"
 POSE_MODELS = (("pose net after pretrain", "pretrain"), ("pose net of the teacher and student", "student"))
 
 
+def _trained_precision(run_dir: Path) -> str:
+    """How the student was trained: ``float32`` or ``bfloat16 mixed`` / ``float16 mixed`` (from its checkpoint)."""
+    from mfdepth.run_layout import checkpoint_paths
+    from mfdepth.training.checkpoint import load_checkpoint
+
+    precision = load_checkpoint(checkpoint_paths(run_dir, "student")[0], mmap=True)["meta"].get("precision", "32")
+    return {"32": "float32", "bf16-mixed": "bfloat16 mixed", "16-mixed": "float16 mixed"}.get(precision, precision)
+
+
 def write_report(config, run_dir: Path, evaluations: dict, mask_summary: dict, timings: dict,
                  poses: dict | None = None, curve: dict | None = None) -> Path:
     from mfdepth.evaluation.figures import save_depth_comparison, save_loss_curves, save_mask_figure
@@ -115,7 +124,8 @@ def write_report(config, run_dir: Path, evaluations: dict, mask_summary: dict, t
         f"Synthetic world `{config.data.root}` (split `{config.data.split}`), network input "
         f"{config.data.height}x{config.data.width}, ResNet-{config.model.encoder_layers}, "
         f"{config.model.num_depth_bins} depth hypotheses, batch {config.train.batch_size}; steps: pretrain "
-        f"{config.train.pretrain_steps}, teacher {config.train.teacher_steps}, student {config.train.student_steps}.",
+        f"{config.train.pretrain_steps}, teacher {config.train.teacher_steps}, student {config.train.student_steps}; "
+        f"arithmetic {_trained_precision(run_dir)} (`train.precision={config.train.precision}`).",
         "",
         "## Depth on the test sequence (per-image median scaling, cap "
         f"{config.eval.max_depth:g} m)",

@@ -29,3 +29,14 @@ def resolve_device(name: str, option: str = "--device", local_rank: int | None =
     if name.startswith("cuda:") or local_rank is None:
         return torch.device("cuda" if name in ("auto", "gpu") else name)
     return torch.device("cuda", local_rank)
+
+
+def cpu_computes_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic in hardware (AMX tiles or AVX512-BF16).
+
+    There bfloat16 autocast makes a training step about 1.3x faster than float32
+    (``benchmarks/profile_step.py --precision 32 bf16-mixed``); elsewhere torch emulates bfloat16 and
+    it is slower. The probes are torch's own (``torch.cpu``); a torch without them answers False.
+    """
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)

@@ -52,6 +52,8 @@ def test_all_stages_run_and_write_their_outputs(tiny_world, tmp_path):
         checkpoint = load_checkpoint(run_dir / "checkpoints" / f"{stage}.ckpt")
         assert checkpoint["step"] == 2 and checkpoint["stage"] == stage
         assert checkpoint["meta"]["height"] == 64 and checkpoint["meta"]["config"]["data"]["width"] == 192
+        # train.precision=auto is stored resolved: what this machine's CPU computed in.
+        assert checkpoint["meta"]["precision"] == ("bf16-mixed" if loop.cpu_computes_bfloat16() else "32")
         assert (run_dir / "logs" / f"{stage}.csv").is_file()
     summary = json.loads((run_dir / "masks" / "summary.json").read_text())
     assert 0.0 <= summary["masked_fraction"] <= 1.0
@@ -277,6 +279,14 @@ def test_prior_warp_steps_stop_with_the_prior_steps(tiny_world):
     assert stage.warping_poses(batch, poses) is not poses
     stage.global_step = 1  # the prior's steps are over, so is the warp
     assert stage.warping_poses(batch, poses) is poses
+
+
+def test_auto_precision_uses_bfloat16_only_on_a_cpu_that_computes_it(monkeypatch):
+    monkeypatch.setattr(loop, "cpu_computes_bfloat16", lambda: True)
+    assert loop.setup_runtime("cpu", "auto", "auto").autocast_dtype == torch.bfloat16
+    monkeypatch.setattr(loop, "cpu_computes_bfloat16", lambda: False)
+    assert loop.setup_runtime("cpu", "auto", "auto").autocast_dtype is None
+    assert loop.setup_runtime("cpu", "auto", "32").autocast_dtype is None  # an explicit choice stands
 
 
 def test_bfloat16_mixed_precision_runs_on_cpu_with_the_float32_loss(tiny_world, tmp_path):

@@ -44,7 +44,7 @@ from mfdepth.checkpoint import (
 from mfdepth.config import to_dict
 from mfdepth.data.base import collate_samples
 from mfdepth.data.errors import DataError, unwrap_worker_error
-from mfdepth.devices import resolve_device
+from mfdepth.devices import cpu_computes_bfloat16, resolve_device
 from mfdepth.run_layout import checkpoint_paths, logs_dir, loss_log_path, tensorboard_dir
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic the networks run in, as a ``train.precision`` value (``auto`` resolved)."""
+        return {torch.float16: "16-mixed", torch.bfloat16: "bf16-mixed"}.get(self.autocast_dtype, "32")
+
 
 def setup_runtime(accelerator: str, strategy: str, precision: str) -> Runtime:
     """Pick the device, join a process group when launched by ``torchrun``, choose autocast."""
@@ -85,8 +90,11 @@ def setup_runtime(accelerator: str, strategy: str, precision: str) -> Runtime:
     if use_cuda:
         torch.cuda.set_device(device)
     dtypes = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
-    if precision not in dtypes:
-        raise ValueError(f"train.precision: '{precision}' is not one of {', '.join(dtypes)}")
+    if precision not in (*dtypes, "auto"):
+        raise ValueError(f"train.precision: '{precision}' is not one of auto, {', '.join(dtypes)}")
+    if precision == "auto":
+        # Measured on CPUs only (docs/convergence.md); a GPU keeps float32 unless asked.
+        precision = "bf16-mixed" if not use_cuda and cpu_computes_bfloat16() else "32"
     # float16 needs a GPU's loss scaling and kernels; bfloat16 keeps float32's range and runs on CPUs too.
     autocast_dtype = dtypes[precision] if use_cuda or precision == "bf16-mixed" else None
     return Runtime(device=device, rank=rank, world_size=world_size, autocast_dtype=autocast_dtype)
@@ -265,7 +273,8 @@ class Checkpointer:
             "optimizer": self.optimizer.state_dict() if with_optimizer else None,
             "step": step,
             "stage": self.module.name,
-            "meta": make_meta(self.config_dict, self.module.name, **{**self.extra_meta, **self.module.checkpoint_meta()}),
+            "meta": make_meta(self.config_dict, self.module.name, precision=self.runtime.precision,
+                              **{**self.extra_meta, **self.module.checkpoint_meta()}),
         })
 
     def save(self, path: Path, step: int, with_optimizer: bool = True) -> None:
