@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -71,15 +72,30 @@ class PoseNet(nn.Module):
         )
 
     def forward(self, target: torch.Tensor, source: torch.Tensor, source_is_before: bool) -> torch.Tensor:
-        pair = torch.cat([source, target] if source_is_before else [target, source], dim=1)
+        return self.forward_pairs(target, [source], [source_is_before])[0]
+
+    def forward_pairs(self, target: torch.Tensor, sources: Sequence[torch.Tensor],
+                      sources_are_before: Sequence[bool]) -> list[torch.Tensor]:
+        """``T_source_target`` ``(B,4,4)`` for each source ``(B,3,H,W)``, all pairs in one encoder pass.
+
+        One batch of ``len(sources) * B`` pairs costs about two thirds of one pass per pair on a CPU
+        (the encoder's deepest layers are bound by their weights, not the batch). In training mode the
+        batch norm then sees every pair's statistics together.
+        """
+        pairs = torch.cat([torch.cat([s, target] if before else [target, s], dim=1)
+                           for s, before in zip(sources, sources_are_before, strict=True)], dim=0)
         if self.input_downsample > 1:
-            pair = F.avg_pool2d(pair, self.input_downsample)
+            pairs = F.avg_pool2d(pairs, self.input_downsample)
         # The small factors keep the initial motion near zero, as Monodepth2 does; the translation's
         # factor sets its unit (see ModelConfig.pose_translation_scale).
-        out = self.decoder(self.encoder(pair)[-1]).mean(dim=(2, 3))
-        return pose_vector_to_matrix(
-            0.01 * out[:, :3], self.translation_scale * out[:, 3:], invert=source_is_before
-        )
+        out = self.decoder(self.encoder(pairs)[-1]).mean(dim=(2, 3))
+        # A view by the number of pairs (not a split by the batch size), so an exported graph keeps a
+        # dynamic batch.
+        per_pair = out.reshape(len(sources), -1, out.shape[-1])
+        return [
+            pose_vector_to_matrix(0.01 * chunk[:, :3], self.translation_scale * chunk[:, 3:], invert=before)
+            for chunk, before in zip(per_pair.unbind(0), sources_are_before, strict=True)
+        ]
 
 
 class MultiScaleFeatureFusion(nn.Module):

@@ -248,7 +248,9 @@ class StageModule(nn.Module):
 
 def predict_poses(pose_net: PoseNet, target_aug, sources_aug) -> dict[int, torch.Tensor]:
     """``{offset: T_source_target (B,4,4)}`` for every source frame."""
-    return {o: pose_net(target_aug, src, source_is_before=o < 0) for o, src in sources_aug.items()}
+    offsets = list(sources_aug)
+    poses = pose_net.forward_pairs(target_aug, [sources_aug[o] for o in offsets], [o < 0 for o in offsets])
+    return dict(zip(offsets, poses, strict=True))
 
 
 def depth_image(depth: torch.Tensor) -> torch.Tensor:
