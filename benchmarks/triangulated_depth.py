@@ -47,8 +47,6 @@ def main():
     parser.add_argument("--data", default="data/synthetic")
     parser.add_argument("--pairs", type=int, default=60, help="training samples to use (both sources each)")
     args = parser.parse_args()
-    import cv2
-
     config = apply_overrides(Config(), [f"data.root={args.data}"])
     dataset = build_dataset(config.data, "train", augment=False)
     estimator = TwoViewPoseEstimator()
@@ -63,27 +61,15 @@ def main():
         for index, offset in enumerate(dataset.offsets):
             if offset == 0:
                 continue
-            kt, dt = estimator.features(record.frames[0], images[0])
-            ks, ds = estimator.features(record.frames[index], images[index])
-            if dt is None or ds is None:
+            T, info = estimator.relative_pose(images[0], images[index], K, record.frames[0], record.frames[index])
+            if T is None:  # static pair or too few inliers: the prior skips it too
                 continue
-            matches = estimator.matcher.match(dt, ds)
-            if len(matches) < 8:
-                continue
-            pt = np.float64([kt[m.queryIdx].pt for m in matches])
-            ps = np.float64([ks[m.trainIdx].pt for m in matches])
-            try:
-                E, inliers = cv2.findEssentialMat(pt, ps, K, cv2.RANSAC, 0.999, estimator.ransac_threshold_px)
-            except cv2.error:  # degenerate pair (e.g. static camera)
-                continue
-            if E is None or E.shape[0] < 3:
-                continue
-            _, R, t, mask = cv2.recoverPose(E[:3], pt, ps, K, mask=inliers)
-            keep = mask.ravel() > 0
-            depth, angle = triangulate(pt[keep], ps[keep], K, R, t)
+            pt, ps = info["inlier_target_px"], info["inlier_source_px"]
+            R, t = T[:3, :3], T[:3, 3]
+            depth, angle = triangulate(pt, ps, K, R, t)
             gh, gw = truth.shape
-            u = np.clip((pt[keep, 0] / w * gw).astype(int), 0, gw - 1)
-            v = np.clip((pt[keep, 1] / h * gh).astype(int), 0, gh - 1)
+            u = np.clip((pt[:, 0] / w * gw).astype(int), 0, gw - 1)
+            v = np.clip((pt[:, 1] / h * gh).astype(int), 0, gh - 1)
             true = truth[v, u]
             for a in ANGLES_DEG:
                 use = (depth > 0) & (angle > a) & (true > 0)

@@ -35,6 +35,15 @@ def test_essential_matrix_pose_matches_the_true_motion(drive):
     assert _angle(T[:3, 3], true[:3, 3]) < 10.0
     rotation = T[:3, :3].T @ true[:3, :3]
     assert np.degrees(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1, 1))) < 1.0
+    # The inliers it reports satisfy the epipolar constraint of the recovered pose: x_s^T E x_t ~ 0.
+    pt, ps = info["inlier_target_px"], info["inlier_source_px"]
+    assert len(pt) == len(ps) == info["inliers"]
+    K_inv = np.linalg.inv(drive.K)
+    xt = (K_inv @ np.c_[pt, np.ones(len(pt))].T).T
+    xs = (K_inv @ np.c_[ps, np.ones(len(ps))].T).T
+    t = T[:3, 3]
+    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ T[:3, :3]
+    assert np.median(np.abs(np.einsum("ni,ij,nj->n", xs, E, xt))) < 1e-2
 
 
 def test_a_static_camera_has_no_prior(drive):

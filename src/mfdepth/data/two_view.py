@@ -61,7 +61,8 @@ class TwoViewPoseEstimator:
         """``T_source_target`` (4x4, unit translation) between two ``(H, W, 3)`` uint8 frames, or None.
 
         Returns ``(T, info)``; ``T`` is None when the pair is static (median parallax below
-        :data:`MIN_PARALLAX_PX`) or too few inliers support a solution.
+        :data:`MIN_PARALLAX_PX`) or too few inliers support a solution. Once a pose is recovered,
+        ``info`` also holds the inlier pixels ``inlier_target_px`` / ``inlier_source_px`` ``(N, 2)``.
         """
         cv2 = self._cv2
         kt, dt = self.features(target_key if target_key is not None else id(target), target)
@@ -83,6 +84,8 @@ class TwoViewPoseEstimator:
             return None, info
         count, R, t, mask = cv2.recoverPose(E[:3], pt, ps, K, mask=inliers)
         info["inliers"] = int(count)
+        keep = mask.ravel() > 0
+        info["inlier_target_px"], info["inlier_source_px"] = pt[keep], ps[keep]
         if count < MIN_INLIERS:
             return None, info
         T = np.eye(4)
