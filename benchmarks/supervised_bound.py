@@ -8,6 +8,7 @@ recipe (Adam 2e-4, batch 4, 64x192), and scored on the test split with the judge
 the scene has the scale of the networks' initial depth (0.2), as in training.
 
     python benchmarks/supervised_bound.py --steps 500 [--nets single multi multi_plain] [--data data/synthetic]
+        [--lr 2e-4] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SCENE_SCALE = 20.0
 
 
 def train_one(kind: str, args) -> list[dict]:
-    config = load_config(None, [f"data.root={args.data}", f"model.fine_matching={kind == 'multi'}"])
+    config = load_config(None, [f"data.root={args.data}", f"model.fine_matching={kind == 'multi'}", *args.overrides])
     train = build_dataset(config.data, "train", augment=False)
     poses = torch.as_tensor(true_relative_poses(config.data.root, train.sample_ids), dtype=torch.float32)
     poses[:, :3, 3] /= SCENE_SCALE
@@ -46,7 +47,7 @@ def train_one(kind: str, args) -> list[dict]:
     if not single:  # the cost volume spans the scene's true range
         net.d_min.fill_(2.0 / SCENE_SCALE)
         net.d_max.fill_(config.eval.max_depth / SCENE_SCALE)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     order = torch.Generator().manual_seed(args.seed)
 
     def depth(target, previous, T, K):
@@ -90,6 +91,8 @@ def main():
     parser.add_argument("--data", default="data/synthetic")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default="supervised_bound")
+    parser.add_argument("--lr", type=float, default=2e-4, help="Adam's learning rate (the recipe's: 2e-4)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (model.*)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

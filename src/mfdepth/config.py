@@ -53,7 +53,9 @@ class DataConfig:
     """Take every n-th frame of a folder or video."""
     color_jitter: bool = True
     hflip: bool = True
-    num_workers: int = 2
+    num_workers: int | str = "auto"
+    """DataLoader worker processes, or ``auto``: none when training on a CPU whose cores all compute
+    (the workers would slow each step), most cores on an accelerator (``mfdepth.data.loading``)."""
     test_root: str | None = None
     """Root used for the test subset instead of ``root`` (Cityscapes: the raw leftImg8bit layout with
     camera/ and disparity/, while ``root`` holds the preprocessed training triplets); None = ``root``."""
@@ -439,7 +441,11 @@ def validate(config: Config) -> None:
 
     at_least("data.height", d.height, 32)
     at_least("data.width", d.width, 32)
-    at_least("data.num_workers", d.num_workers, 0, " (0 = load data in the main process)")
+    if d.num_workers != "auto":
+        if not isinstance(d.num_workers, int):
+            raise ConfigError(f"data.num_workers: {d.num_workers!r} must be auto or an integer (0 = load data in "
+                              "the main process)")
+        at_least("data.num_workers", d.num_workers, 0, " (0 = load data in the main process)")
     at_least("data.stride", d.stride, 1, " (1 = every frame)")
     at_least("model.num_depth_bins", m.num_depth_bins, 2, " (depth hypotheses of the cost volume; 48 or 96)")
     at_least("model.matching_channels", m.matching_channels, 0, " (0 = the full 1/4 features)")

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from mfdepth.config import apply_overrides
 from mfdepth.data import build_dataset
 from mfdepth.data.base import collate_samples
+from mfdepth.data.loading import loader_workers
 from mfdepth.evaluation.protocols import DepthMetricAccumulator, EvaluationResult
 from mfdepth.inference.predictor import DepthPredictor
 from mfdepth.masks import camera_height_scale
@@ -101,7 +102,7 @@ def evaluate_checkpoint(
 
     keep = set(np.linspace(0, len(dataset) - 1, keep_examples).round().astype(int).tolist()) if keep_examples else set()
     loader = DataLoader(
-        dataset, batch_size=eval_cfg.batch_size, num_workers=min(config.data.num_workers, 2),
+        dataset, batch_size=eval_cfg.batch_size, num_workers=min(loader_workers(config.data.num_workers, predictor.device.type), 2),
         collate_fn=collate_samples,
     )
     bar = None

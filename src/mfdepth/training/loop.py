@@ -44,6 +44,7 @@ from mfdepth.checkpoint import (
 from mfdepth.config import to_dict
 from mfdepth.data.base import collate_samples
 from mfdepth.data.errors import DataError, unwrap_worker_error
+from mfdepth.data.loading import loader_workers
 from mfdepth.devices import cpu_computes_bfloat16, resolve_device
 from mfdepth.run_layout import checkpoint_paths, logs_dir, loss_log_path, tensorboard_dir
 
@@ -403,7 +404,7 @@ def epoch_batches(dataset: Dataset, config, runtime: Runtime, step: int, batches
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
-            num_workers=config.data.num_workers,
+            num_workers=loader_workers(config.data.num_workers, runtime.device.type),
             collate_fn=collate_samples,
             pin_memory=runtime.device.type == "cuda",
         )

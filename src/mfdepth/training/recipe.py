@@ -24,6 +24,7 @@ from mfdepth.config import Config, save_config, to_dict
 from mfdepth.data import build_dataset, mask_path_for
 from mfdepth.data.base import collate_samples
 from mfdepth.data.camera import camera_meta
+from mfdepth.data.loading import loader_workers
 from mfdepth.data.two_view import attach_pose_priors, load_or_compute_pose_priors
 from mfdepth.devices import resolve_device
 from mfdepth.errors import UserError
@@ -149,7 +150,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     nets = _pretrain_networks(config, run_dir, device)
     dataset = build_dataset(config.data, "train", augment=False, seed=config.train.seed)
     loader = DataLoader(
-        dataset, batch_size=config.train.batch_size, num_workers=config.data.num_workers,
+        dataset, batch_size=config.train.batch_size, num_workers=loader_workers(config.data.num_workers, device.type),
         collate_fn=collate_samples,
     )
     out_dir = masks_dir(run_dir)
