@@ -85,9 +85,11 @@ class ModelConfig:
     cost_hint: bool = False
     """The multi-frame net also gets its lowest-cost depth (position in the hypothesis range) and its
     reliability as two input channels beside the cost volume (MultiFrameDepthNet.lowest_cost_hint)."""
-    pose_downsample: int = 1
+    pose_downsample: int = 2
     """The pose net sees both frames average-pooled by this factor (1 = full resolution, as ManyDepth;
-    2 takes a quarter of the FLOPs off a 192x640 streaming step, 10% of its time here: bench.md)."""
+    2 takes a quarter of the FLOPs off a 192x640 streaming step, 10% of its time here: bench.md; on the
+    synthetic recipe, three seeds, as accurate or better and the demo 1.08x faster: docs/convergence.md).
+    The KITTI and Cityscapes recipes keep 1, where it is not measured."""
     adaptive_range_momentum: float = 0.99
     """Running-average momentum of the cost volume's d_min/d_max, taken from the teacher's depth."""
     range_from_teacher: bool = True
