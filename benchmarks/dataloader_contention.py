@@ -17,25 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from mfdepth.config import load_config
 from mfdepth.data.loading import available_cores, loader_workers
-from mfdepth.synth import ensure_world
-from mfdepth.training.loop import (
-    epoch_batches,
-    forward_under_autocast,
-    make_optimizer,
-    parameter_groups,
-    setup_runtime,
-    step_generator,
-)
-from mfdepth.training.recipe import training_dataset
-from mfdepth.training.stages import PretrainStage
+from mfdepth.training.loop import epoch_batches, setup_runtime
+from pretrain_bench import build_pretrain, optimisation_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 UNTIMED = 3  # worker start-up and the first steps' allocations
@@ -44,20 +33,15 @@ UNTIMED = 3  # worker start-up and the first steps' allocations
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--workers", nargs="+", type=int, default=[0, 2, 0, 2])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per phase and worker count")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="mfdepth_contention_"))
-    config = load_config(None, [f"run_dir={work}", *args.overrides])
-    ensure_world(config.data.root, preset=config.data.synth_preset, progress=False)
+    config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_contention_")
     runtime = setup_runtime("cpu", "auto", config.train.precision)
-    dataset = training_dataset(config, work, with_masks=False)
     batches_per_epoch = len(dataset) // config.train.batch_size
-    module = PretrainStage(config).train()
-    optimizer = make_optimizer(parameter_groups(module), config.train)
     phases = (("warm-up (single-frame + pose)", 0), ("joint (with the multi-frame net)", config.train.warmup_steps + 10))
 
     timings: dict[int, dict[str, list[float]]] = {}
@@ -73,11 +57,7 @@ def main() -> None:
                 asked = time.perf_counter()
                 _, batch = next(batches)
                 waited += time.perf_counter() - asked
-                module.global_step = first + i
-                loss, _, _ = forward_under_autocast(module, batch, step_generator(0, first + i), runtime)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                optimisation_step(module, optimizer, batch, first + i, runtime)
             per_step = (time.perf_counter() - began) / args.steps
             timings.setdefault(workers, {}).setdefault(phase, []).append(per_step)
             waits.setdefault(workers, {}).setdefault(phase, []).append(waited / args.steps)

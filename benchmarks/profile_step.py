@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,17 +24,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 
-from mfdepth.config import load_config
-from mfdepth.synth import ensure_world
-from mfdepth.training.loop import (
-    forward_under_autocast,
-    make_optimizer,
-    parameter_groups,
-    setup_runtime,
-    step_generator,
-)
-from mfdepth.training.recipe import training_dataset
-from mfdepth.training.stages import PretrainStage
+from mfdepth.training.loop import forward_under_autocast, setup_runtime, step_generator
+from pretrain_bench import build_pretrain, optimisation_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,22 +39,13 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="mfdepth_profile_"))
-    config = load_config(None, [f"run_dir={work}", *args.overrides])
-    ensure_world(config.data.root, preset=config.data.synth_preset, progress=False)
-    dataset = training_dataset(config, work, with_masks=False)
+    config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_profile_")
     loader = iter(DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=0,
                              generator=torch.Generator().manual_seed(0)))
     batches = [next(loader) for _ in range(args.steps + 2)]
-    module = PretrainStage(config).train()
-    optimizer = make_optimizer(parameter_groups(module), config.train)
 
     def step(batch, at):  # under the `runtime` of the precision being timed
-        module.global_step = at
-        loss, _, _ = forward_under_autocast(module, batch, step_generator(0, at), runtime)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        optimisation_step(module, optimizer, batch, at, runtime)
 
     joined = config.train.warmup_steps + 10
     phases = (("warm-up (single-frame + pose)", 10), ("joint (with the multi-frame net)", joined))
