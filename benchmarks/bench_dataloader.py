@@ -108,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         if cfg is None:
             cfg = repeated_kitti_root(folder, frames=64)
         cfg.height, cfg.width = args.height, args.width
+        cache = {}
+        for label, megabytes in (("off", 0.0), ("on", cfg.frame_cache_mb)):
+            cfg.frame_cache_mb = megabytes
+            cached = build_dataset(cfg, "train", augment=True, seed=0)
+            passes = []
+            for _ in range(2):  # the second pass finds every frame cached (when it fits)
+                start = time.perf_counter()
+                for i in range(len(cached)):
+                    cached[i]
+                passes.append((time.perf_counter() - start) / len(cached) * 1000)
+            cache[label] = {"first_pass_ms_per_sample": passes[0], "second_pass_ms_per_sample": passes[1],
+                            "cached_mib": cached.frame_cache.bytes / 2**20, "budget_mib": megabytes}
         dataset = build_dataset(cfg, "train", augment=True, seed=0)
         start = time.perf_counter()
         for i in range(8):
@@ -124,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "batch_size": args.batch_size,
         "single_process_ms_per_sample": single_item_ms,
+        "frame_cache": cache,
         **result,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
@@ -146,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         f"| ms / sample, one process | {single_item_ms:.1f} |\n"
         f"| first batch (worker start-up), s | {result['first_batch_s']:.2f} |\n"
         f"| samples timed | {result['samples']} in {result['seconds']:.1f} s |\n\n"
+        f"One process, two passes over the {len(dataset)} training samples, the frame cache "
+        f"(`data.frame_cache_mb`) off and on, same run:\n\n"
+        "| frame cache | first pass, ms / sample | second pass, ms / sample | cached (MiB) | second pass speed-up |\n"
+        "|---|---|---|---|---|\n"
+        + "".join(
+            f"| {label} ({c['budget_mib']:g} MiB) | {c['first_pass_ms_per_sample']:.1f} | "
+            f"{c['second_pass_ms_per_sample']:.1f} | {c['cached_mib']:.1f} | "
+            f"{cache['off']['second_pass_ms_per_sample'] / c['second_pass_ms_per_sample']:.2f}x |\n"
+            for label, c in cache.items()
+        )
+        + "\n"
         f"Repeat with: `{record['command'].strip()}`\n"
     )
     print(json.dumps(record, indent=2))

@@ -172,3 +172,66 @@ def test_colour_jitter_matches_torchvisions_definitions(order):
     for step in order:
         expected = steps[step](expected)
     torch.testing.assert_close(apply_color_jitter(frames, jitter), expected, atol=1e-5, rtol=0)
+
+
+def _sequence(tmp_path: Path, frames: int = 5) -> Path:
+    rng = np.random.default_rng(3)
+    return write_frames(tmp_path / "seq", [rng.integers(0, 255, (48, 96, 3), dtype=np.uint8) for _ in range(frames)])
+
+
+def test_frame_cache_gives_the_same_samples_as_reading_every_time(tmp_path):
+    root = _sequence(tmp_path)
+    cfg = DataConfig(dataset="folder", root=str(root), height=32, width=64, focal_px=50.0, frame_cache_mb=0)
+    reference = build_dataset(cfg, "train", augment=True, seed=4)
+    cfg.frame_cache_mb = 16
+    cached = build_dataset(cfg, "train", augment=True, seed=4)
+    for _ in range(2):  # the second pass reads every frame from the cache
+        for i in range(len(reference)):
+            expected, got = reference[i], cached[i]
+            for key in ("frames", "frames_aug", "K"):
+                torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+    assert len(cached.frame_cache.entries) == 5 and len(reference.frame_cache.entries) == 0
+
+
+def test_frame_cache_reads_each_frame_once(tmp_path):
+    root = _sequence(tmp_path)
+    cfg = DataConfig(dataset="folder", root=str(root), height=32, width=64, focal_px=50.0, frame_cache_mb=16)
+    dataset = build_dataset(cfg, "train")
+    first = [dataset[i]["frames"] for i in range(len(dataset))]
+    for path in root.glob("*.png"):
+        path.unlink()
+    for i, frames in enumerate(first):
+        torch.testing.assert_close(dataset[i]["frames"], frames, rtol=0, atol=0)
+
+
+def test_frame_cache_drops_the_least_recently_used_within_its_budget():
+    from mfdepth.data.base import FrameCache
+
+    frame = np.zeros((256, 256, 4), dtype=np.uint8)  # 0.25 MiB each
+    cache = FrameCache(megabytes=0.6)  # room for two
+    cache.put("a", frame, (1, 1))
+    cache.put("b", frame.copy(), (2, 2))
+    assert cache.get("a")[1] == (1, 1)  # "a" is now the most recent
+    cache.put("c", frame.copy(), (3, 3))
+    assert sorted(cache.entries) == ["a", "c"] and cache.bytes == 2 * frame.nbytes
+    cache.put("huge", np.zeros((1024, 1024, 3), dtype=np.uint8), (4, 4))  # larger than the budget
+    assert "huge" not in cache.entries and cache.bytes == 2 * frame.nbytes
+    assert FrameCache(0).budget == 0
+
+
+def test_frame_cache_travels_empty_to_worker_processes():
+    import pickle
+
+    from mfdepth.data.base import FrameCache
+
+    cache = FrameCache(megabytes=1)
+    cache.put("a", np.zeros((8, 8, 3), dtype=np.uint8), (8, 8))
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.budget == cache.budget and not copy.entries and copy.bytes == 0
+
+
+def test_negative_frame_cache_is_refused_with_its_key(tmp_path):
+    root = _sequence(tmp_path)
+    cfg = DataConfig(dataset="folder", root=str(root), height=32, width=64, focal_px=50.0, frame_cache_mb=-1)
+    with pytest.raises(DataError, match="data.frame_cache_mb"):
+        build_dataset(cfg, "train")

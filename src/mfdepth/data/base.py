@@ -9,6 +9,7 @@ optional ground truth and masks, augment, and assemble the Sample dict.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -128,6 +129,41 @@ def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(resized) > 127
 
 
+class FrameCache:
+    """Frames at the training resolution, least recently used out first, within ``megabytes``.
+
+    Each frame is decoded and resized once instead of once per sample that uses it (a frame is the
+    target of one sample and a neighbour of two, every epoch): loading a demo-world sample at 64x192
+    is 3.3x faster once its frames are cached (``benchmarks/bench_dataloader.py``). Entries are ``(pixels (h, w, 3) uint8, (height, width) as
+    read)``. A worker process starts with an empty cache of its own (nothing is pickled). 0 = off.
+    """
+
+    def __init__(self, megabytes: float = 0.0):
+        if megabytes < 0:
+            raise DataError(f"data.frame_cache_mb must be 0 (off) or positive, got {megabytes}")
+        self.budget = int(megabytes * 2**20)
+        self.entries: OrderedDict = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key):
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key, pixels: np.ndarray, read_size: tuple[int, int]) -> None:
+        if pixels.nbytes > self.budget or key in self.entries:
+            return
+        self.entries[key] = (pixels, read_size)
+        self.bytes += pixels.nbytes
+        while self.bytes > self.budget:
+            _, (dropped, _) = self.entries.popitem(last=False)
+            self.bytes -= dropped.nbytes
+
+    def __getstate__(self):
+        return {"budget": self.budget, "entries": OrderedDict(), "bytes": 0}
+
+
 class SequenceDataset(Dataset):
     """Map-style dataset of Samples built from :class:`FrameRecord` s.
 
@@ -140,6 +176,7 @@ class SequenceDataset(Dataset):
         mask_dir: where the masks stage wrote depth-inconsistency masks; adds ``dynamic_mask``.
         seed: augmentation seed; with :meth:`set_epoch` and the item index it fixes every random draw.
         name: dataset name for messages; source: the split file or folder the records came from.
+        frame_cache_mb: memory for frames kept at the training resolution (:class:`FrameCache`).
     """
 
     def __init__(
@@ -155,6 +192,7 @@ class SequenceDataset(Dataset):
         seed: int = 0,
         name: str = "dataset",
         source: str | Path = "",
+        frame_cache_mb: float = 0.0,
     ):
         self.offsets = [int(o) for o in offsets]
         if not self.offsets or self.offsets[0] != 0:
@@ -189,6 +227,7 @@ class SequenceDataset(Dataset):
         source offset (:mod:`mfdepth.data.two_view`); adds ``pose_prior`` / ``pose_prior_valid``."""
         self.name = name
         self.source = str(source)
+        self.frame_cache = FrameCache(frame_cache_mb)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -225,6 +264,18 @@ class SequenceDataset(Dataset):
             image = image[: int(round(image.shape[0] * ref.keep_top))]
         return image
 
+    def training_frame(self, ref: FrameRef) -> tuple[np.ndarray, tuple[int, int]]:
+        """``(pixels (height, width, 3) uint8 at the training resolution, (h, w) as read)`` of one frame."""
+        key = (ref, self.height, self.width)
+        cached = self.frame_cache.get(key)
+        if cached is not None:
+            return cached
+        image = self.read_frame(ref)
+        pixels = _resize_rgb(image, self.height, self.width)
+        read_size = (int(image.shape[0]), int(image.shape[1]))
+        self.frame_cache.put(key, pixels, read_size)
+        return pixels, read_size
+
     def network_intrinsics(self, record: FrameRecord, frame_size: tuple[int, int]) -> torch.Tensor:
         """``(3, 3)`` float32 K in pixels of the training resolution.
 
@@ -253,9 +304,9 @@ class SequenceDataset(Dataset):
         if not 0 <= index < len(self.records):
             raise IndexError(f"{self.name}: index {index} out of range for {len(self.records)} samples")
         record = self.records[index]
-        images = [self.read_frame(ref) for ref in record.frames]
-        target_height, target_width = images[0].shape[:2]
-        frames = torch.stack([_to_float_chw(_resize_rgb(image, self.height, self.width)) for image in images])
+        resized = [self.training_frame(ref) for ref in record.frames]
+        target_height, target_width = resized[0][1]
+        frames = torch.stack([_to_float_chw(pixels) for pixels, _ in resized])
         K = self.network_intrinsics(record, (target_width, target_height))
 
         sample: dict = {}

@@ -87,6 +87,7 @@ def build_dataset(
         hflip=data_cfg.hflip,
         mask_dir=mask_dir,
         seed=seed,
+        frame_cache_mb=data_cfg.frame_cache_mb,
     )
     if kind == "synthetic":
         ensure_synthetic_world(root, data_cfg.synth_preset)
