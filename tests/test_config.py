@@ -37,11 +37,14 @@ def test_round_trip_through_yaml(tmp_path):
         ("trainbatch", "key=value"),
         ("data.height=100", "multiples of 32"),
         ("model.encoder_layers=34", "model.encoder_layers"),
+        ("model.encoder_width=0", "model.encoder_width"),
+        ("model.encoder_width=-0.5", "model.encoder_width"),
+        ("model.encoder_width=0.5 model.pretrained_weights=r18.pth", "model.encoder_width=0.5"),
     ],
 )
 def test_bad_overrides_name_the_key(override, needle):
     with pytest.raises(ConfigError) as info:
-        load_config(None, [override])
+        load_config(None, override.split())
     message = str(info.value)
     assert needle in message and "\n" not in message
 

@@ -70,6 +70,9 @@ class DataConfig:
 class ModelConfig:
     encoder_layers: int = 18
     """ResNet depth of the encoders: 18 or 50."""
+    encoder_width: float = 1.0
+    """Channel multiplier of every encoder's ResNet stages (1 = torchvision's ResNet, which ImageNet
+    weights need; 0.5 = a quarter of the convolution FLOPs, for CPU training from scratch)."""
     pretrained_weights: str | None = None
     """Path to a torchvision ResNet state dict (ImageNet) to initialise the encoders; None = from scratch."""
     num_depth_bins: int = 48
@@ -414,6 +417,14 @@ def validate(config: Config) -> None:
         )
     if config.model.encoder_layers not in (18, 50):
         raise ConfigError(f"model.encoder_layers: {config.model.encoder_layers} is not one of 18, 50")
+    width = config.model.encoder_width
+    if not (isinstance(width, (int, float)) and 0.0 < width <= 4.0):
+        raise ConfigError(f"model.encoder_width: {width!r} must be a number in (0, 4] (1 = the standard ResNet)")
+    if width != 1.0 and config.model.pretrained_weights:
+        raise ConfigError(
+            f"model.encoder_width={width} with model.pretrained_weights: ImageNet weights fit width 1 only; "
+            "set model.encoder_width=1 or model.pretrained_weights=null"
+        )
     if config.model.pose_downsample < 1:
         raise ConfigError(f"model.pose_downsample: {config.model.pose_downsample} must be 1 or more")
     if not 0 < config.model.min_depth < config.model.max_depth:

@@ -243,3 +243,50 @@ def test_lowest_cost_hint_places_the_depth_in_the_hypothesis_range():
         zeroed = multi.eval()(a, b, T, _K(2, h, w), zero_cost_volume=torch.tensor([True, True]))
         other = multi(a, torch.rand(2, 3, h, w), T, _K(2, h, w), zero_cost_volume=torch.tensor([True, True]))
     torch.testing.assert_close(zeroed["depth"][0], other["depth"][0])
+
+
+@pytest.mark.parametrize("num_layers, builder", [(18, torchvision.models.resnet18), (50, torchvision.models.resnet50)])
+def test_scaled_trunk_at_width_one_is_torchvisions_resnet(num_layers, builder):
+    from mfdepth.models.layers import scaled_resnet_trunk
+
+    torch.manual_seed(0)
+    reference = builder(weights=None).eval()
+    ours = scaled_resnet_trunk(num_layers, 1.0).eval()
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in state.items()}
+    ours.load_state_dict(state)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = reference.layer4(reference.layer3(reference.layer2(reference.layer1(
+            reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))))
+        got = ours.layer4(ours.layer3(ours.layer2(ours.layer1(ours.maxpool(ours.relu(ours.bn1(ours.conv1(x))))))))
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("num_layers, channels", [(18, [32, 32, 64, 128, 256]), (50, [32, 128, 256, 512, 1024])])
+def test_half_width_encoder_has_half_the_channels(num_layers, channels):
+    encoder = ResnetEncoder(num_layers, 1, width=0.5)
+    assert encoder.num_ch_enc == channels
+    features = encoder(torch.rand(2, 3, 64, 96))
+    assert [tuple(f.shape) for f in features] == [(2, c, 64 >> (s + 1), 96 >> (s + 1)) for s, c in enumerate(channels)]
+    full = ResnetEncoder(num_layers, 1)
+    assert sum(p.numel() for p in encoder.parameters()) < 0.3 * sum(p.numel() for p in full.parameters())
+    with pytest.raises(ValueError, match="full-width"):
+        ResnetEncoder(num_layers, 1, weights_path="resnet.pth", width=0.5)
+
+
+def test_half_width_networks_train_end_to_end():
+    h, w = 64, 96
+    torch.manual_seed(0)
+    single = SingleFrameDepthNet(encoder_width=0.5)
+    multi = MultiFrameDepthNet(num_depth_bins=8, fine_matching=True, encoder_width=0.5)
+    pose = PoseNet(encoder_width=0.5)
+    a, b = torch.rand(2, 3, h, w), torch.rand(2, 3, h, w)
+    T = pose(a, b, source_is_before=True)
+    out = multi(a, b, T, _K(2, h, w))
+    assert [tuple(d.shape) for d in out["depth"]] == [(2, 1, h >> s, w >> s) for s in range(4)]
+    loss = sum(d.mean() for d in out["depth"] + single(a)["depth"]) + T[:, :3, 3].abs().sum()
+    loss.backward()
+    for net in (single, multi, pose):
+        missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not missing, missing[:5]

@@ -11,7 +11,8 @@ def build_single(config: Config):
 
     m = config.model
     return SingleFrameDepthNet(
-        m.encoder_layers, m.min_depth, m.max_depth, weights_path=m.pretrained_weights, initial_depth=m.initial_depth
+        m.encoder_layers, m.min_depth, m.max_depth, weights_path=m.pretrained_weights, initial_depth=m.initial_depth,
+        encoder_width=m.encoder_width,
     )
 
 
@@ -26,7 +27,7 @@ def build_multi(config: Config, msff: bool, fine_matching: bool | None = None, c
         m.encoder_layers, m.num_depth_bins, m.min_depth, m.max_depth, msff=msff,
         weights_path=m.pretrained_weights, matching_channels=m.matching_channels, initial_depth=m.initial_depth,
         fine_matching=m.fine_matching if fine_matching is None else fine_matching,
-        cost_hint=m.cost_hint if cost_hint is None else cost_hint,
+        cost_hint=m.cost_hint if cost_hint is None else cost_hint, encoder_width=m.encoder_width,
     )
 
 
@@ -37,5 +38,5 @@ def build_pose(config: Config):
     m = config.model
     return PoseNet(
         m.encoder_layers, weights_path=m.pretrained_weights, input_downsample=m.pose_downsample,
-        translation_scale=m.pose_translation_scale,
+        translation_scale=m.pose_translation_scale, encoder_width=m.encoder_width,
     )

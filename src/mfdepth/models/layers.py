@@ -29,8 +29,58 @@ def load_resnet_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
+RESNET_BLOCKS = {18: (torchvision.models.resnet.BasicBlock, (2, 2, 2, 2)),
+                 50: (torchvision.models.resnet.Bottleneck, (3, 4, 6, 3))}
+
+
+def resnet_trunk(num_layers: int, width: float = 1.0) -> nn.Module:
+    """torchvision's ResNet-18/50 with every stage's channel count times ``width``.
+
+    ``width`` 1 is torchvision's own model (same parameter names, same initialisation, so seeded runs
+    and ImageNet state dicts are unchanged). Other widths build the same blocks with
+    ``round(64 * width)``, ``round(128 * width)``, ... planes and torchvision's initialisation: a lighter
+    encoder for CPU training from scratch (``model.encoder_width``).
+    """
+    if width == 1.0:
+        return {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[num_layers](weights=None)
+    return scaled_resnet_trunk(num_layers, width)
+
+
+def scaled_resnet_trunk(num_layers: int, width: float) -> nn.Module:
+    """The stem and four stages of a ResNet-18/50 with ``width`` times torchvision's channels, built from
+    torchvision's own blocks with its initialisation (no classifier head)."""
+    if not 0.0 < width <= 4.0:
+        raise ValueError(f"encoder width must lie in (0, 4], got {width}")
+    block, counts = RESNET_BLOCKS[num_layers]
+    planes = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, planes[0], kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(planes[0])
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    inplanes = planes[0]
+    for index, (plane, count, stride) in enumerate(zip(planes, counts, (1, 2, 2, 2), strict=True)):
+        downsample = None
+        if stride != 1 or inplanes != plane * block.expansion:
+            downsample = nn.Sequential(torchvision.models.resnet.conv1x1(inplanes, plane * block.expansion, stride),
+                                       nn.BatchNorm2d(plane * block.expansion))
+        blocks = [block(inplanes, plane, stride, downsample)]
+        inplanes = plane * block.expansion
+        blocks += [block(inplanes, plane) for _ in range(1, count)]
+        setattr(net, f"layer{index + 1}", nn.Sequential(*blocks))
+    for module in net.modules():  # torchvision's ResNet initialisation
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
+    return net
+
+
 class ResnetEncoder(nn.Module):
     """torchvision ResNet-18/50 trunk returning 5 feature maps (1/2, 1/4, 1/8, 1/16, 1/32).
+
+    ``width`` scales every stage's channels (:func:`resnet_trunk`); ``num_ch_enc`` gives the result.
 
     Parameter names equal torchvision's (``conv1.weight``, ``layer1.0.conv1.weight``, ...), so an
     ImageNet state dict loads directly. With ``num_input_images`` > 1 the images are stacked on
@@ -39,18 +89,22 @@ class ResnetEncoder(nn.Module):
     Input ``(B, 3 * num_input_images, H, W)`` in [0, 1]; H and W multiples of 32.
     """
 
-    def __init__(self, num_layers: int = 18, num_input_images: int = 1, weights_path: str | Path | None = None):
+    def __init__(self, num_layers: int = 18, num_input_images: int = 1, weights_path: str | Path | None = None,
+                 width: float = 1.0):
         super().__init__()
-        builders = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}
-        if num_layers not in builders:
+        if num_layers not in RESNET_BLOCKS:
             raise ValueError(f"ResNet depth {num_layers} is not supported (use 18 or 50)")
-        net = builders[num_layers](weights=None)
+        if width != 1.0 and weights_path is not None:
+            raise ValueError(f"ImageNet weights fit a full-width ResNet only; encoder width {width} needs weights_path=None")
+        net = resnet_trunk(num_layers, width)
+        planes = net.conv1.out_channels
         if num_input_images > 1:
-            net.conv1 = nn.Conv2d(3 * num_input_images, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            net.conv1 = nn.Conv2d(3 * num_input_images, planes, kernel_size=7, stride=2, padding=3, bias=False)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        expansion = 4 if num_layers == 50 else 1
-        self.num_ch_enc = [64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        last_norm = "bn2" if num_layers == 18 else "bn3"  # a stage's output channels
+        self.num_ch_enc = [planes] + [getattr(layer[-1], last_norm).num_features
+                                      for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]
         self.num_input_images = num_input_images
         mean = torch.tensor(IMAGENET_MEAN * num_input_images).view(1, -1, 1, 1)
         std = torch.tensor(IMAGENET_STD * num_input_images).view(1, -1, 1, 1)

@@ -32,10 +32,11 @@ class SingleFrameDepthNet(nn.Module):
     """S: image ``(B,3,H,W)`` in [0,1] -> ``{"disp": [4 scales], "depth": [4 scales, metres]}``."""
 
     def __init__(self, num_layers: int = 18, min_depth: float = 0.1, max_depth: float = 100.0,
-                 weights_path: str | Path | None = None, initial_depth: float | None = None):
+                 weights_path: str | Path | None = None, initial_depth: float | None = None,
+                 encoder_width: float = 1.0):
         super().__init__()
         self.min_depth, self.max_depth = min_depth, max_depth
-        self.encoder = ResnetEncoder(num_layers, 1, weights_path)
+        self.encoder = ResnetEncoder(num_layers, 1, weights_path, width=encoder_width)
         self.decoder = DepthDecoder(self.encoder.num_ch_enc, initial_disp=_initial_disp(initial_depth, min_depth, max_depth))
 
     def forward(self, image: torch.Tensor) -> dict:
@@ -56,13 +57,13 @@ class PoseNet(nn.Module):
     """
 
     def __init__(self, num_layers: int = 18, weights_path: str | Path | None = None, input_downsample: int = 1,
-                 translation_scale: float = 0.01):
+                 translation_scale: float = 0.01, encoder_width: float = 1.0):
         super().__init__()
         self.translation_scale = float(translation_scale)
         if input_downsample < 1:
             raise ValueError(f"pose input_downsample must be a positive integer, got {input_downsample}")
         self.input_downsample = input_downsample
-        self.encoder = ResnetEncoder(num_layers, 2, weights_path)
+        self.encoder = ResnetEncoder(num_layers, 2, weights_path, width=encoder_width)
         channels = self.encoder.num_ch_enc[-1]
         self.decoder = nn.Sequential(
             nn.Conv2d(channels, 256, 1), nn.ReLU(inplace=True),
@@ -150,11 +151,11 @@ class MultiFrameDepthNet(nn.Module):
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
                  max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None,
                  matching_channels: int = 16, initial_depth: float | None = None, fine_matching: bool = False,
-                 cost_hint: bool = False):
+                 cost_hint: bool = False, encoder_width: float = 1.0):
         super().__init__()
         self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
         self.fine_matching, self.cost_hint = fine_matching, cost_hint
-        self.encoder = ResnetEncoder(num_layers, 1, weights_path)
+        self.encoder = ResnetEncoder(num_layers, 1, weights_path, width=encoder_width)
         ch = self.encoder.num_ch_enc
         self.fusion = MultiScaleFeatureFusion(ch[0], ch[1]) if msff else None
         # Matching on a learned low-dimensional projection of the features makes the cost volume (the
