@@ -347,3 +347,49 @@ def test_cost_volume_target_follows_the_lowest_cost_depth_only_where_trusted():
     assert (depth.grad[..., 2:, :] == 0).all() and (depth.grad[..., :2, :] > 0).all()
     none = L.cost_volume_target_loss(depth, cost_depth, torch.zeros_like(trusted))
     assert none.item() == 0.0 and none.requires_grad
+
+
+def test_own_size_scales_change_nothing_when_every_depth_is_full_size():
+    target, sources, tx = _plane_scene()
+    _, _, poses = _poses(tx, batch=2)
+    depths = [torch.full((2, 1, H, W), Z * f) for f in (1.5, 0.7, 1.2, 2.0)]
+    full = L.self_supervised_loss(target, sources, depths, poses, _K(2))
+    own = L.self_supervised_loss(target, sources, depths, poses, _K(2), full_resolution=False)
+    assert torch.equal(full["loss"], own["loss"])
+
+
+def test_own_size_scales_compare_the_images_shrunk_to_each_scale():
+    from mfdepth.geometry import scale_intrinsics
+
+    target, sources, tx = _plane_scene()
+    _, _, poses = _poses(tx, batch=2)
+    depths = _depth_pyramid(torch.full((2, 1, H, W), Z * 1.4))
+    out = L.self_supervised_loss(target, sources, depths, poses, _K(2), smoothness_weight=0.0, full_resolution=False)
+    # Slow reference: each scale by hand from the public pieces, at the depth's own size.
+    terms = []
+    for depth in depths:
+        h, w = depth.shape[-2:]
+        shrink = lambda image: F.interpolate(image, size=(h, w), mode="area")  # noqa: E731
+        small_target, small_sources = shrink(target), [shrink(s) for s in sources]
+        K = scale_intrinsics(_K(2), w / W, h / H)
+        reprojection, _ = L.min_reprojection_error(small_target, small_sources, depth, poses, K)
+        identity = torch.minimum(*[L.photometric_error(s, small_target) for s in small_sources])
+        terms.append(L.masked_mean(reprojection, reprojection < identity))
+    assert out["photometric"].item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+    assert out["reprojection_error"].shape == (2, 1, H, W)  # scale 0 is reported at full size as before
+
+
+def test_own_size_scales_prefer_the_true_depth_at_every_scale():
+    target, sources, tx = _plane_scene()
+    _, _, poses = _poses(tx, batch=2)
+
+    def coarse_term(depth_value, scale):
+        depth = torch.full((2, 1, H >> scale, W >> scale), depth_value)
+        out = L.self_supervised_loss(target, sources, [depth], poses, _K(2), automask=False, smoothness_weight=0.0,
+                                     full_resolution=False)
+        assert out["reprojection_error"].shape == depth.shape  # compared at the depth's own size
+        return out["photometric"].item()
+
+    for scale in (1, 2):  # at 1/8 the 32x48 scene is 4x6 pixels and its 2-pixel shift a quarter pixel
+        true = coarse_term(Z, scale)
+        assert all(coarse_term(Z * f, scale) > true + 1e-3 for f in (0.5, 2.0)), scale

@@ -120,6 +120,9 @@ class LossConfig:
     smoothness_weight: float = 1e-3
     automask: bool = True
     num_scales: int = 4
+    full_resolution: bool = True
+    """Every decoder scale's depth is upsampled and the images compared at full size (Monodepth2); false:
+    scale s compares the images area-averaged to its own size (Monodepth v1, SfMLearner)."""
     dynamic_mask: bool = True
     """Exclude depth-inconsistency-mask pixels from the student's photometric loss."""
     distillation: bool = True

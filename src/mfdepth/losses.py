@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from mfdepth.geometry import full_precision, inverse_warp
+from mfdepth.geometry import full_precision, inverse_warp, scale_intrinsics
 
 Tensor = torch.Tensor
 
@@ -228,13 +228,18 @@ def self_supervised_loss(
     ssim_weight: float = 0.85,
     smoothness_weight: float = 1e-3,
     exclude_mask: Tensor | None = None,
+    full_resolution: bool = True,
 ) -> dict:
     """The full self-supervised objective over all decoder scales.
 
     For each scale s, the depth ``(B, 1, H/2^s, W/2^s)`` is upsampled bilinearly to ``(H, W)``, every source
     is warped into the target with it (``inverse_warp``, border padding) and the photometric error is taken
     per pixel as the minimum over the sources. A pixel counts in the scale's masked mean when it is kept by
-    the auto-mask (if ``automask``) and not in ``exclude_mask``. Smoothness uses disparity ``1 / depth`` at
+    the auto-mask (if ``automask``) and not in ``exclude_mask``. With ``full_resolution=False`` each scale
+    s > 0 compares the images instead at the depth's own size (images area-averaged, K scaled, auto-mask
+    and ``exclude_mask`` at that size), as Monodepth (v1) and SfMLearner did: a coarse scale then sees
+    a blurred image, whose photometric error still decreases toward a match several full-resolution
+    pixels away, and it costs a quarter, a sixteenth, ... of scale 0. Smoothness uses disparity ``1 / depth`` at
     the scale's own resolution with the target resized (area) to match, weighted by ``1 / 2^s``.
 
         photometric = mean_s masked_mean(min reprojection error at s)
@@ -254,6 +259,7 @@ def self_supervised_loss(
         smoothness_weight: weight of the smoothness term (Monodepth2: 1e-3).
         exclude_mask: optional ``(B, 1, H, W)`` bool / float (> 0.5 = excluded) pixels dropped from the
             photometric loss, e.g. the depth inconsistency mask; resized (nearest) if at another size.
+        full_resolution: compare every scale at ``(H, W)`` (Monodepth2, the default) or each at its own size.
     Returns:
         dict with
           ``loss``, ``photometric``, ``smoothness``: scalars (``loss`` is what to back-propagate);
@@ -267,7 +273,6 @@ def self_supervised_loss(
         raise ValueError("self_supervised_loss needs the depth of at least one scale")
     size = target.shape[-2:]
     source_list = _as_list(sources)
-    keep_all = torch.ones_like(target[:, :1], dtype=torch.bool)
 
     identity_error = min_over_sources([photometric_error(src, target, ssim_weight) for src in source_list])[0]
 
@@ -281,9 +286,15 @@ def self_supervised_loss(
     photometric_terms, smoothness_terms = [], []
     outputs: dict = {}
     for scale, depth in enumerate(depths):
-        reprojection, warped = min_reprojection_error(target, sources, depth, poses, K, ssim_weight)
-        kept = compute_automask(reprojection, identity_error) if automask else keep_all
-        loss_mask = kept if excluded is None else kept & ~excluded
+        if full_resolution or tuple(depth.shape[-2:]) == tuple(size):
+            reprojection, warped = min_reprojection_error(target, sources, depth, poses, K, ssim_weight)
+            identity, scale_excluded = identity_error, excluded
+        else:
+            reprojection, warped, identity, scale_excluded = _own_size_errors(
+                target, sources, depth, poses, K, ssim_weight, excluded
+            )
+        kept = compute_automask(reprojection, identity) if automask else torch.ones_like(identity, dtype=torch.bool)
+        loss_mask = kept if scale_excluded is None else kept & ~scale_excluded
         photometric_terms.append(masked_mean(reprojection, loss_mask))
 
         disp = 1.0 / depth.clamp(min=1e-6)
@@ -295,7 +306,7 @@ def self_supervised_loss(
         if scale == 0:
             outputs.update(
                 reprojection_error=reprojection,
-                identity_error=identity_error,
+                identity_error=identity,
                 automask=kept,
                 loss_mask=loss_mask,
                 warped=warped,
@@ -309,6 +320,28 @@ def self_supervised_loss(
         smoothness=smoothness,
     )
     return outputs
+
+
+def _own_size_errors(target, sources, depth, poses, K, ssim_weight, excluded):
+    """``(reprojection, warped, identity, excluded)`` at the depth's size ``(h, w)``: the minimum reprojection
+    error ``(B, 1, h, w)`` and the warped sources with the images area-averaged to that size, the identity
+    error there, and ``excluded`` (bool ``(B, 1, H, W)`` or None) resized (nearest) to it."""
+    height, width = target.shape[-2:]
+    size = tuple(depth.shape[-2:])
+
+    def shrink(image: Tensor) -> Tensor:
+        return F.interpolate(image, size=size, mode="area")
+
+    small_target = shrink(target)
+    small_sources = {k: shrink(v) for k, v in sources.items()} if isinstance(sources, Mapping) else [
+        shrink(v) for v in sources]
+    small_K = scale_intrinsics(_full_res_K(K)[:, :3, :3], size[1] / width, size[0] / height)
+    reprojection, warped = min_reprojection_error(small_target, small_sources, depth, poses, small_K, ssim_weight)
+    identity = min_over_sources([photometric_error(src, small_target, ssim_weight)
+                                 for src in _as_list(small_sources)])[0]
+    if excluded is not None:
+        excluded = F.interpolate(excluded.to(target.dtype), size=size, mode="nearest") > 0.5
+    return reprojection, warped, identity, excluded
 
 
 def distillation_loss(depth_student: Tensor, depth_teacher: Tensor, region: Tensor) -> Tensor:

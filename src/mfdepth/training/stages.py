@@ -173,7 +173,7 @@ class StageModule(nn.Module):
         return losses.self_supervised_loss(
             target, sources, depths, poses, K,
             automask=cfg.automask, ssim_weight=cfg.ssim_weight,
-            smoothness_weight=cfg.smoothness_weight, exclude_mask=exclude,
+            smoothness_weight=cfg.smoothness_weight, exclude_mask=exclude, full_resolution=cfg.full_resolution,
         )
 
     def prior_for(self, batch: dict, steps: int):
