@@ -145,6 +145,9 @@ class LossConfig:
     0 = off). Makes following the match a direct target rather than one the photometric loss must find
     (docs/convergence.md, failure 8: without it the net ignores its cost volume)."""
     pose_prior_weight: float = 1.0
+    stereo_prior_weight: float = 1.0
+    """Weight of the plane-sweep depth labels on the single-frame net (``losses.stereo_prior_loss``) during
+    the first ``train.stereo_prior_steps`` steps of the pretrain stage."""
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
 
@@ -191,6 +194,10 @@ class TrainConfig:
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
     pose_prior_warp_steps: int = 150
+    stereo_prior_steps: int = 0
+    """Steps of the pretrain stage during which plane-sweep depth labels, computed once from the frames and
+    the two-view pose prior (``mfdepth.training.stereo_prior``), supervise the single-frame net; 0 = off.
+    Needs the pose prior (``pose_prior_steps`` > 0) and the frames -1 and +1."""
     """Pretrain stage (its pose net starts from scratch): steps in which the photometric loss warps
     with the two-view prior's rotation and translation direction (the pose net's translation length
     kept, so the depth scale is still learned) instead of the pose net's own, while the prior
@@ -474,9 +481,15 @@ def validate(config: Config) -> None:
     for key in ("batch_size", "pretrain_steps", "teacher_steps", "student_steps",
                 "checkpoint_every", "log_every", "image_log_every"):
         at_least(f"train.{key}", getattr(t, key), 1)
-    for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps", "pose_prior_warp_steps"):
+    for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps", "pose_prior_warp_steps",
+                "stereo_prior_steps"):
         at_least(f"train.{key}", getattr(t, key), 0, " (0 = off)")
     at_least("eval.batch_size", e.batch_size, 1)
+    if t.stereo_prior_steps and not (t.pose_prior_steps and {-1, 1} <= set(d.frame_offsets)):
+        raise ConfigError(
+            f"train.stereo_prior_steps={t.stereo_prior_steps} needs the two-view pose prior (train.pose_prior_steps "
+            f"> 0, now {t.pose_prior_steps}) and the frames -1 and +1 (data.frame_offsets, now {d.frame_offsets})"
+        )
     if not 1 <= lo.num_scales <= 4:
         raise ConfigError(f"loss.num_scales: {lo.num_scales} is not between 1 and 4")
     at_least("masks.min_blob_area", config.masks.min_blob_area, 0)
@@ -498,7 +511,7 @@ def validate(config: Config) -> None:
     if not 0.0 <= m.adaptive_range_momentum <= 1.0:
         raise ConfigError(f"model.adaptive_range_momentum: {m.adaptive_range_momentum} must be between 0 and 1")
     for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "consistency_weight", "pose_prior_weight",
-                "cost_volume_target_weight"):
+                "cost_volume_target_weight", "stereo_prior_weight"):
         if getattr(lo, key) < 0:
             raise ConfigError(f"loss.{key}: {getattr(lo, key)} must be 0 or more")
     if not 0 < lo.consistency_low < lo.consistency_high:

@@ -390,6 +390,37 @@ def cost_volume_target_loss(depth: Tensor, cost_volume_depth: Tensor, trusted: T
     return distillation_loss(depth, target, trusted)
 
 
+STEREO_PRIOR_MIN_CELLS = 8
+"""Images with fewer labelled cells than this add nothing to :func:`stereo_prior_loss`."""
+
+
+def stereo_prior_loss(depth: Tensor, labels: Tensor) -> Tensor:
+    """The single-frame depth's shape pulled toward plane-sweep labels (``mfdepth.training.stereo_prior``),
+    its scale left free.
+
+    Per image, over its labelled cells: ``r = log pool(D) - log label`` (``pool`` averages the log depth
+    over each label cell), and the loss is ``mean |r - median(r)|``: the labels say how depths compare
+    within the image, not their scale, which stays with the photometric loss and the pose. (Tying the
+    labels to the pose net's translation length instead let the two scales drift down together into
+    the depth range's lower bound on one seed in three.)
+
+    Args:
+        depth: ``(B, 1, H, W)`` predicted depth.
+        labels: ``(B, 1, h, w)`` labels in any unit per image, 0 = none; H / h = W / w an integer.
+    Returns:
+        Scalar, the mean over the labelled cells of the images with at least
+        :data:`STEREO_PRIOR_MIN_CELLS`; 0 with the graph intact when there are none.
+    """
+    cell = depth.shape[-1] // labels.shape[-1]
+    log_depth = F.avg_pool2d(torch.log(depth.float().clamp_min(1e-6)), cell)
+    labelled = labels > 0
+    residual = log_depth - torch.log(labels.clamp_min(1e-9))
+    flat = torch.where(labelled, residual, torch.full_like(residual, float("nan"))).flatten(1)
+    offset = torch.nanmedian(flat.detach(), dim=1).values.nan_to_num(0.0)
+    enough = labelled.flatten(1).sum(dim=1) >= STEREO_PRIOR_MIN_CELLS
+    return masked_mean((residual - offset[:, None, None, None]).abs(), labelled & enough[:, None, None, None])
+
+
 def pose_prior_loss(T_pred: Tensor, T_prior: Tensor, valid: Tensor | None = None) -> Tensor:
     """Agreement of predicted relative poses with a scale-free prior (classical two-view geometry).
 

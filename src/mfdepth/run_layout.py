@@ -11,6 +11,7 @@
         logs/<stage>/                  TensorBoard
         logs/<stage>.csv               the loss log (see mfdepth.training.loop.read_loss_log)
         pose_prior.npz                 the two-view pose prior, computed once
+        stereo_prior.npz               plane-sweep depth labels (train.stereo_prior_steps), computed once
         report/                        the demo's report
 
 Nothing else builds these paths, so a change of layout is a change of this module.
@@ -71,6 +72,10 @@ def loss_log_path(run_dir: str | Path, stage: str) -> Path:
 
 def pose_prior_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "pose_prior.npz"
+
+
+def stereo_prior_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "stereo_prior.npz"
 
 
 def report_dir(run_dir: str | Path) -> Path:

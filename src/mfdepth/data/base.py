@@ -223,6 +223,8 @@ class SequenceDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.pose_priors: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.stereo_priors: torch.Tensor | None = None
+        """``(N, 1, h, w)`` depth labels per sample, 0 = none (``mfdepth.training.stereo_prior``); adds ``stereo_depth``."""
         """Optional ``(poses (N, S, 4, 4), valid (N, S))`` classical relative poses per record and
         source offset (:mod:`mfdepth.data.two_view`); adds ``pose_prior`` / ``pose_prior_valid``."""
         self.name = name
@@ -322,6 +324,8 @@ class SequenceDataset(Dataset):
         if self.pose_priors is not None:
             sample["pose_prior"] = self.pose_priors[0][index].clone()
             sample["pose_prior_valid"] = self.pose_priors[1][index].clone()
+        if self.stereo_priors is not None:
+            sample["stereo_depth"] = self.stereo_priors[index].clone()
 
         frames_aug = frames
         if self.augment:
@@ -331,7 +335,7 @@ class SequenceDataset(Dataset):
             if draw.flip:
                 frames = frames.flip(-1)
                 K = flip_intrinsics_horizontally(K, self.width)
-                for key in ("depth_gt", "motion_mask", "dynamic_mask"):
+                for key in ("depth_gt", "motion_mask", "dynamic_mask", "stereo_depth"):
                     if key in sample:
                         sample[key] = sample[key].flip(-1)
                 if "pose_prior" in sample:

@@ -36,6 +36,7 @@ from mfdepth.run_layout import (
     mask_summary_path,
     masks_dir,
     pose_prior_path,
+    stereo_prior_path,
 )
 from mfdepth.training import loop
 from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses, seeded
@@ -56,13 +57,21 @@ def _need(path: Path, what: str, run_dir: Path, stage: str) -> Path:
     return path
 
 
-def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: bool = False):
-    """The augmented training split, with the depth inconsistency masks and the two-view pose prior
-    (computed once, cached in the run directory) when the config uses them."""
+def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: bool = False,
+                     stereo_labels: bool = False):
+    """The augmented training split, with the depth inconsistency masks, the two-view pose prior and (when
+    ``stereo_labels``) the plane-sweep depth labels, each computed once and cached in the run directory,
+    when the config uses them."""
     mask_dir = masks_dir(run_dir) if with_masks else None
     dataset = build_dataset(config.data, "train", augment=True, mask_dir=mask_dir, seed=config.train.seed)
     if config.train.pose_prior_steps > 0:
-        attach_pose_priors(dataset, load_or_compute_pose_priors(dataset, pose_prior_path(run_dir), progress))
+        pose_table = load_or_compute_pose_priors(dataset, pose_prior_path(run_dir), progress)
+        attach_pose_priors(dataset, pose_table)
+        if stereo_labels and config.train.stereo_prior_steps > 0:
+            from mfdepth.training.stereo_prior import attach_stereo_priors, load_or_compute_stereo_priors
+
+            attach_stereo_priors(dataset, load_or_compute_stereo_priors(dataset, pose_table,
+                                                                        stereo_prior_path(run_dir), progress))
     return dataset
 
 
@@ -81,7 +90,7 @@ def _fit(stage, dataset, config: Config, run_dir: Path, steps: int, fit_kwargs: 
 def run_pretrain(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     with seeded(config.train.seed):
         stage = PretrainStage(config)
-    dataset = training_dataset(config, run_dir, with_masks=False)
+    dataset = training_dataset(config, run_dir, with_masks=False, stereo_labels=True)
     return _fit(stage, dataset, config, run_dir, config.train.pretrain_steps, fit_kwargs)
 
 

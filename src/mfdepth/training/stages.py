@@ -288,6 +288,15 @@ class PretrainStage(StageModule):
         single-frame + pose warm-up of ``train.warmup_steps`` steps is over."""
         return (self.global_step if step is None else step) >= self.config.train.warmup_steps
 
+    def stereo_prior_term(self, batch: dict, depth: torch.Tensor) -> torch.Tensor | None:
+        """``loss.stereo_prior_weight`` times :func:`mfdepth.losses.stereo_prior_loss` on the single-frame
+        depth ``(B,1,H,W)`` during the first ``train.stereo_prior_steps`` steps."""
+        labels = batch.get("stereo_depth")
+        weight = self.config.loss.stereo_prior_weight
+        if labels is None or weight == 0 or not self.training or self.global_step >= self.config.train.stereo_prior_steps:
+            return None
+        return weight * losses.stereo_prior_loss(depth, labels)
+
     def warping_poses(self, batch: dict, poses: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """The poses the photometric loss warps with: during the first ``train.pose_prior_warp_steps``
         steps (no more than ``train.pose_prior_steps``), the two-view prior's rotation and direction
@@ -313,7 +322,8 @@ class PretrainStage(StageModule):
         teacher_depth = single["depth"][0].detach()
         single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
         scalars = {"single_photometric": single_terms["photometric"]}
-        loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses))
+        loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses),
+                              stereo_prior=self.stereo_prior_term(batch, single["depth"][0]))
         images = {"depth_single": depth_image(teacher_depth)}
         if not self.multi_active():
             # The same columns in every row of the loss log (its header is fixed by the first row).

@@ -1,0 +1,131 @@
+"""Plane-sweep depth labels: known depths of a constructed scene, the loss's known values, the labels'
+travel through the dataset (flips, caching) and into the pretrain stage's loss."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mfdepth import losses
+from mfdepth.geometry import pose_vector_to_matrix
+from mfdepth.training.stereo_prior import CELL, stereo_depth_labels
+
+H, W, F_PX, MARGIN = 64, 96, 40.0, 12
+
+
+def _texture(h, w, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, h // 4, w // 4, generator=gen)
+    fine = torch.rand(1, 3, h, w, generator=gen)
+    return 0.6 * F.interpolate(coarse, (h, w), mode="bilinear", align_corners=False) + 0.4 * fine
+
+
+def _K():
+    return torch.tensor([[[F_PX, 0.0, (W - 1) / 2], [0.0, F_PX, (H - 1) / 2], [0.0, 0.0, 1.0]]])
+
+
+def _plane_views(shift: int):
+    """A fronto-parallel textured plane seen from three cameras on a line: the previous one one unit to
+    the right (x + 1), the next one unit to the left, so the plane lies at ``F_PX / shift`` units."""
+    canvas = _texture(H, W + 2 * MARGIN)
+    target = canvas[..., MARGIN:MARGIN + W]
+    previous = canvas[..., MARGIN - shift:MARGIN - shift + W]
+    following = canvas[..., MARGIN + shift:MARGIN + shift + W]
+    rotation = torch.zeros(1, 3)
+    T_previous = pose_vector_to_matrix(rotation, torch.tensor([[1.0, 0.0, 0.0]]))
+    T_following = pose_vector_to_matrix(rotation, torch.tensor([[-1.0, 0.0, 0.0]]))
+    return target, previous, following, T_previous, T_following
+
+
+@pytest.mark.parametrize("shift", [2, 5])
+def test_labels_find_the_planes_depth_in_translation_lengths(shift):
+    target, previous, following, T_previous, T_following = _plane_views(shift)
+    labels = stereo_depth_labels(target, previous, following, T_previous, T_following, _K())
+    assert labels.shape == (1, 1, H // CELL, W // CELL)
+    labelled = labels > 0
+    assert labelled.float().mean() > 0.2  # the sharpest half of the cells that both matches agree on
+    depth = F_PX / shift
+    # Hypotheses are 5.7% apart in log depth: the label is the nearest one.
+    assert ((labels[labelled] / depth - 1.0).abs() < 0.06).float().mean() > 0.95
+
+
+def test_a_static_camera_gives_no_labels():
+    target = _texture(H, W)
+    T = pose_vector_to_matrix(torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]]))
+    # Source frames equal to the target: every hypothesis but the farthest matches equally badly or well.
+    labels = stereo_depth_labels(target, target.clone(), target.clone(), T, torch.linalg.inv(T), _K())
+    assert (labels == 0).all()
+
+
+def test_stereo_prior_loss_sees_the_shape_not_the_scale():
+    labels = torch.rand(2, 1, 4, 6) + 0.5  # every cell labelled
+    labels[1, 0, 0, :5] = 0.0
+    labels[1, 0, 1:] = 0.0  # image 1: one labelled cell, fewer than the minimum: ignored
+    depth = 3.0 * F.interpolate(labels, scale_factor=4, mode="nearest")  # the labels' shape at another scale
+    depth[0, 0, :4, :4] *= 2.0  # one cell of image 0 twice as far as the labels say
+    depth.requires_grad_(True)
+    loss = losses.stereo_prior_loss(depth, labels)
+    assert loss.item() == pytest.approx(np.log(2.0) / 24, rel=1e-5)  # median residual = log 3
+    loss.backward()
+    assert depth.grad[0].abs().sum() > 0 and depth.grad[1].abs().sum() == 0
+    rescaled = losses.stereo_prior_loss(depth.detach() * 7.0, labels)
+    assert rescaled.item() == pytest.approx(loss.item(), rel=1e-5)
+    empty = losses.stereo_prior_loss(depth, torch.zeros_like(labels))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from mfdepth.synth import ensure_world
+
+    root = tmp_path_factory.mktemp("world")
+    ensure_world(root, preset="tiny")
+    return root
+
+
+def test_labels_are_cached_and_travel_with_their_sample_and_flip_with_it(tiny_world, tmp_path):
+    from mfdepth.data.augment import draw_augmentation, item_generator
+    from mfdepth.run_layout import stereo_prior_path
+    from mfdepth.training.recipe import training_dataset
+    from test_training_stages import tiny_config
+
+    config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2")
+    dataset = training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels=True)
+    cache = stereo_prior_path(tmp_path / "run")
+    assert cache.is_file()
+    with np.load(cache) as data:
+        table = data["depth"]
+    assert table.shape == (len(dataset), 1, 64 // CELL, 192 // CELL) and (table > 0).any()
+    flips = [draw_augmentation(item_generator(dataset.seed, dataset.epoch, i), True, False).flip
+             for i in range(len(dataset))]
+    assert any(flips) and not all(flips)
+    for index, flipped in enumerate(flips):
+        expected = torch.from_numpy(table[index])
+        got = dataset[index]["stereo_depth"]
+        torch.testing.assert_close(got, expected.flip(-1) if flipped else expected, rtol=0, atol=0)
+    mtime = cache.stat().st_mtime
+    training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels=True)
+    assert cache.stat().st_mtime == mtime  # read back, not computed again
+
+
+def test_the_pretrain_stage_adds_the_stereo_term_only_within_its_steps(tiny_world, tmp_path):
+    from mfdepth.training.recipe import run_stage
+    from test_training_stages import tiny_config
+
+    config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=1", "train.warmup_steps=2")
+    run_stage("pretrain", config, config.run_dir, progress=False)
+    import csv
+
+    with (tmp_path / "run" / "logs" / "pretrain.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    # Step 0 logs the term (it may be 0 when the batch's images have too few labelled cells); step 1 has none.
+    assert float(rows[0]["stereo_prior"]) >= 0 and rows[1]["stereo_prior"] == ""
+
+
+def test_the_stereo_prior_needs_the_pose_prior_and_both_neighbours():
+    from mfdepth.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.stereo_prior_steps"):
+        load_config(None, ["train.stereo_prior_steps=10", "train.pose_prior_steps=0"])
+    with pytest.raises(ConfigError, match="data.frame_offsets"):
+        load_config(None, ["train.stereo_prior_steps=10", "data.frame_offsets=[0,-1]"])
