@@ -148,6 +148,13 @@ class LossConfig:
     stereo_prior_weight: float = 1.0
     """Weight of the plane-sweep depth labels on the single-frame net (``losses.stereo_prior_loss``) during
     the first ``train.stereo_prior_steps`` steps of the pretrain stage."""
+    stereo_prior_network: str = "single"
+    """Which pretrain net the labels supervise: ``single`` (S0, from the first step) or ``multi`` (M0, once
+    it joins; S0 then learns from the photometric loss alone, so the two disagree where the labels are
+    wrong: on moving objects, which the depth inconsistency mask is to find)."""
+    stereo_prior_band: float = 0.0
+    """When > 1, a label more than this factor off the single-frame depth (after the image's scale) is
+    ignored (``losses.stereo_prior_loss``); 0 = every label counts."""
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
 
@@ -435,6 +442,10 @@ def validate(config: Config) -> None:
             f"model.encoder_width={width} with model.pretrained_weights: ImageNet weights fit width 1 only; "
             "set model.encoder_width=1 or model.pretrained_weights=null"
         )
+    if config.loss.stereo_prior_network not in ("single", "multi"):
+        raise ConfigError(f"loss.stereo_prior_network: '{config.loss.stereo_prior_network}' is not one of single, multi")
+    if config.loss.stereo_prior_band and config.loss.stereo_prior_band <= 1.0:
+        raise ConfigError(f"loss.stereo_prior_band: {config.loss.stereo_prior_band} must be 0 (off) or above 1, e.g. 2")
     if config.model.pose_downsample < 1:
         raise ConfigError(f"model.pose_downsample: {config.model.pose_downsample} must be 1 or more")
     if not 0 < config.model.min_depth < config.model.max_depth:

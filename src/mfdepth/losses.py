@@ -394,7 +394,7 @@ STEREO_PRIOR_MIN_CELLS = 8
 """Images with fewer labelled cells than this add nothing to :func:`stereo_prior_loss`."""
 
 
-def stereo_prior_loss(depth: Tensor, labels: Tensor) -> Tensor:
+def stereo_prior_loss(depth: Tensor, labels: Tensor, band: float | None = None) -> Tensor:
     """The single-frame depth's shape pulled toward plane-sweep labels (``mfdepth.training.stereo_prior``),
     its scale left free.
 
@@ -407,6 +407,8 @@ def stereo_prior_loss(depth: Tensor, labels: Tensor) -> Tensor:
     Args:
         depth: ``(B, 1, H, W)`` predicted depth.
         labels: ``(B, 1, h, w)`` labels in any unit per image, 0 = none; H / h = W / w an integer.
+        band: when given (> 1), a label more than ``band`` times off the depth (after the image's scale)
+            is ignored, as ManyDepth ignores a cost volume outside [1/2, 2] of its teacher.
     Returns:
         Scalar, the mean over the labelled cells of the images with at least
         :data:`STEREO_PRIOR_MIN_CELLS`; 0 with the graph intact when there are none.
@@ -418,7 +420,11 @@ def stereo_prior_loss(depth: Tensor, labels: Tensor) -> Tensor:
     flat = torch.where(labelled, residual, torch.full_like(residual, float("nan"))).flatten(1)
     offset = torch.nanmedian(flat.detach(), dim=1).values.nan_to_num(0.0)
     enough = labelled.flatten(1).sum(dim=1) >= STEREO_PRIOR_MIN_CELLS
-    return masked_mean((residual - offset[:, None, None, None]).abs(), labelled & enough[:, None, None, None])
+    deviation = (residual - offset[:, None, None, None]).abs()
+    trusted = labelled & enough[:, None, None, None]
+    if band is not None:
+        trusted = trusted & (deviation.detach() < math.log(band))
+    return masked_mean(deviation, trusted)
 
 
 def pose_prior_loss(T_pred: Tensor, T_prior: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -129,3 +129,38 @@ def test_the_stereo_prior_needs_the_pose_prior_and_both_neighbours():
         load_config(None, ["train.stereo_prior_steps=10", "train.pose_prior_steps=0"])
     with pytest.raises(ConfigError, match="data.frame_offsets"):
         load_config(None, ["train.stereo_prior_steps=10", "data.frame_offsets=[0,-1]"])
+
+
+def test_a_band_ignores_labels_far_off_the_depth():
+    labels = torch.ones(1, 1, 4, 6)
+    depth = torch.ones(1, 1, 16, 24)
+    depth[0, 0, :4, :4] = 3.0  # one cell 3x off, one 1.5x off, the rest exact (median residual 0)
+    depth[0, 0, 4:8, :4] = 1.5
+    everything = losses.stereo_prior_loss(depth, labels)
+    banded = losses.stereo_prior_loss(depth, labels, band=2.0)
+    assert everything.item() == pytest.approx((np.log(3.0) + np.log(1.5)) / 24, rel=1e-5)
+    assert banded.item() == pytest.approx(np.log(1.5) / 23, rel=1e-5)  # the 3x cell no longer counts
+
+
+@pytest.mark.parametrize("override, key", [("loss.stereo_prior_network=both", "loss.stereo_prior_network"),
+                                           ("loss.stereo_prior_band=0.5", "loss.stereo_prior_band")])
+def test_bad_stereo_settings_name_their_key(override, key):
+    from mfdepth.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [override])
+
+
+def test_labels_on_the_multi_frame_net_leave_the_single_frame_net_photometric(tiny_world, tmp_path):
+    import csv
+
+    from mfdepth.training.recipe import run_stage
+    from test_training_stages import tiny_config
+
+    config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2", "loss.stereo_prior_network=multi")
+    run_stage("pretrain", config, config.run_dir, progress=False)
+    with (tmp_path / "run" / "logs" / "pretrain.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    # Step 0 is the warm-up (no multi-frame net yet), step 1 the joint step: the term is M0's only.
+    assert all(not row.get("stereo_prior") for row in rows)
+    assert rows[0]["multi_stereo_prior"] == "nan" and float(rows[1]["multi_stereo_prior"]) >= 0

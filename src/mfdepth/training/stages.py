@@ -288,14 +288,17 @@ class PretrainStage(StageModule):
         single-frame + pose warm-up of ``train.warmup_steps`` steps is over."""
         return (self.global_step if step is None else step) >= self.config.train.warmup_steps
 
-    def stereo_prior_term(self, batch: dict, depth: torch.Tensor) -> torch.Tensor | None:
-        """``loss.stereo_prior_weight`` times :func:`mfdepth.losses.stereo_prior_loss` on the single-frame
-        depth ``(B,1,H,W)`` during the first ``train.stereo_prior_steps`` steps."""
+    def stereo_prior_term(self, batch: dict, depth: torch.Tensor, network: str) -> torch.Tensor | None:
+        """``loss.stereo_prior_weight`` times :func:`mfdepth.losses.stereo_prior_loss` on the depth ``(B,1,H,W)``
+        of ``network`` (``single`` or ``multi``) during the first ``train.stereo_prior_steps`` steps, when
+        ``loss.stereo_prior_network`` names it."""
         labels = batch.get("stereo_depth")
         weight = self.config.loss.stereo_prior_weight
-        if labels is None or weight == 0 or not self.training or self.global_step >= self.config.train.stereo_prior_steps:
+        if (labels is None or weight == 0 or not self.training or network != self.config.loss.stereo_prior_network
+                or self.global_step >= self.config.train.stereo_prior_steps):
             return None
-        return weight * losses.stereo_prior_loss(depth, labels)
+        band = self.config.loss.stereo_prior_band
+        return weight * losses.stereo_prior_loss(depth, labels, band if band > 0 else None)
 
     def warping_poses(self, batch: dict, poses: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """The poses the photometric loss warps with: during the first ``train.pose_prior_warp_steps``
@@ -323,12 +326,14 @@ class PretrainStage(StageModule):
         single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
         scalars = {"single_photometric": single_terms["photometric"]}
         loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses),
-                              stereo_prior=self.stereo_prior_term(batch, single["depth"][0]))
+                              stereo_prior=self.stereo_prior_term(batch, single["depth"][0], "single"))
         images = {"depth_single": depth_image(teacher_depth)}
         if not self.multi_active():
             # The same columns in every row of the loss log (its header is fixed by the first row).
             nan = torch.full((), float("nan"), device=loss.device)
             joined_later = self.MULTI_SCALARS + (("cost_volume_target",) if self.config.loss.cost_volume_target_weight else ())
+            if self.config.loss.stereo_prior_network == "multi" and self.config.train.stereo_prior_steps:
+                joined_later += ("multi_stereo_prior",)
             scalars.update(dict.fromkeys(joined_later, nan))
             return loss, {k: v.detach() for k, v in scalars.items()}, images
 
@@ -352,7 +357,8 @@ class PretrainStage(StageModule):
         region = inconsistent | (static | zeroed)[:, None, None, None]
         consistency = losses.distillation_loss(multi["depth"][0], teacher_depth, region)
         loss = self.add_terms(loss + multi_terms["loss"] + self.config.loss.consistency_weight * consistency, scalars,
-                              cost_volume_target=self.cost_volume_target_term(multi, region))
+                              cost_volume_target=self.cost_volume_target_term(multi, region),
+                              multi_stereo_prior=self.stereo_prior_term(batch, multi["depth"][0], "multi"))
         scalars.update({
             "multi_photometric": multi_terms["photometric"],
             "consistency": consistency,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mfdepth.data.errors import DataError
 from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
@@ -47,6 +48,7 @@ def stereo_depth_labels(
     far: float = 200.0,
     agreement: float = 0.2,
     keep_sharpest: float = 0.5,
+    identity_margin: float | None = None,
 ) -> torch.Tensor:
     """Plane-sweep depth labels of one batch.
 
@@ -57,6 +59,9 @@ def stereo_depth_labels(
         bins, near, far: hypotheses spaced evenly in log depth between ``near`` and ``far`` translation lengths.
         agreement: largest relative difference between the two matches (after the per-image ratio).
         keep_sharpest: fraction of the agreeing cells kept, the sharpest matches ((mean - min) / mean cost).
+        identity_margin: when given, a cell whose unwarped source matches within ``1 + identity_margin``
+            times its best hypothesis's cost is left unlabelled (an auto-mask: what moves with the camera,
+            or barely moves at all, has no parallax to measure).
     Returns:
         ``(B, 1, H/4, W/4)`` depth in units of ``T_previous``'s translation length; 0 where unlabelled.
     """
@@ -69,7 +74,11 @@ def stereo_depth_labels(
         mean = filled.mean(dim=1, keepdim=True)
         sharpness = (mean - filled.amin(dim=1, keepdim=True)) / mean.clamp_min(1e-6)
         inside = (depth > depths[:, :1, None, None] * 1.001) & (depth < depths[:, -1:, None, None] * 0.999)
-        matches.append((depth, (reliable > 0) & inside, sharpness))
+        ok = (reliable > 0) & inside
+        if identity_margin is not None:
+            identity = F.avg_pool2d((target - source).abs().mean(dim=1, keepdim=True), CELL)
+            ok = ok & (filled.amin(dim=1, keepdim=True) * (1.0 + identity_margin) < identity)
+        matches.append((depth, ok, sharpness))
     (depth_p, ok_p, sharp_p), (depth_f, ok_f, sharp_f) = matches
     both = ok_p & ok_f
     log_ratio = torch.log(depth_p) - torch.log(depth_f)
