@@ -369,7 +369,7 @@ def test_own_size_scales_compare_the_images_shrunk_to_each_scale():
     terms = []
     for depth in depths:
         h, w = depth.shape[-2:]
-        shrink = lambda image: F.interpolate(image, size=(h, w), mode="area")  # noqa: E731
+        shrink = lambda image, size=(h, w): F.interpolate(image, size=size, mode="area")  # noqa: E731
         small_target, small_sources = shrink(target), [shrink(s) for s in sources]
         K = scale_intrinsics(_K(2), w / W, h / H)
         reprojection, _ = L.min_reprojection_error(small_target, small_sources, depth, poses, K)

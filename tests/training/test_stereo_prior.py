@@ -84,10 +84,11 @@ def tiny_world(tmp_path_factory):
 
 
 def test_labels_are_cached_and_travel_with_their_sample_and_flip_with_it(tiny_world, tmp_path):
+    from test_training_stages import tiny_config
+
     from mfdepth.data.augment import draw_augmentation, item_generator
     from mfdepth.run_layout import stereo_prior_path
     from mfdepth.training.recipe import training_dataset
-    from test_training_stages import tiny_config
 
     config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2")
     dataset = training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels=True)
@@ -109,8 +110,9 @@ def test_labels_are_cached_and_travel_with_their_sample_and_flip_with_it(tiny_wo
 
 
 def test_the_pretrain_stage_adds_the_stereo_term_only_within_its_steps(tiny_world, tmp_path):
-    from mfdepth.training.recipe import run_stage
     from test_training_stages import tiny_config
+
+    from mfdepth.training.recipe import run_stage
 
     config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=1", "train.warmup_steps=2")
     run_stage("pretrain", config, config.run_dir, progress=False)
@@ -154,8 +156,9 @@ def test_bad_stereo_settings_name_their_key(override, key):
 def test_labels_on_the_multi_frame_net_leave_the_single_frame_net_photometric(tiny_world, tmp_path):
     import csv
 
-    from mfdepth.training.recipe import run_stage
     from test_training_stages import tiny_config
+
+    from mfdepth.training.recipe import run_stage
 
     config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2", "loss.stereo_prior_network=multi")
     run_stage("pretrain", config, config.run_dir, progress=False)
