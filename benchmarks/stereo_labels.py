@@ -102,10 +102,9 @@ def main(argv=None) -> int:
     default = stereo.stereo_depth_labels
     for pose_name, table in tables.items():
         for agreement, keep, margin in SETTINGS:
-            stereo.stereo_depth_labels = functools.partial(default, agreement=agreement, keep_sharpest=keep,
-                                                           identity_margin=margin)
+            stereo.stereo_depth_labels = functools.partial(default, agreement=agreement, keep_sharpest=keep)
             began = time.perf_counter()
-            labels = stereo.stereo_prior_table(dataset, table)["depth"]
+            labels = stereo.stereo_prior_table(dataset, table, identity_margin=margin)["depth"]
             seconds = time.perf_counter() - began
             rows.append({"pose": pose_name, "agreement": agreement, "keep_sharpest": keep,
                          "identity_margin": margin, "seconds": seconds,

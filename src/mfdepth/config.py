@@ -201,15 +201,19 @@ class TrainConfig:
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
     pose_prior_warp_steps: int = 150
-    stereo_prior_steps: int = 0
-    """Steps of the pretrain stage during which plane-sweep depth labels, computed once from the frames and
-    the two-view pose prior (``mfdepth.training.stereo_prior``), supervise the single-frame net; 0 = off.
-    Needs the pose prior (``pose_prior_steps`` > 0) and the frames -1 and +1."""
     """Pretrain stage (its pose net starts from scratch): steps in which the photometric loss warps
     with the two-view prior's rotation and translation direction (the pose net's translation length
     kept, so the depth scale is still learned) instead of the pose net's own, while the prior
     supervises the pose net; only within the prior's ``pose_prior_steps`` (0 there turns both off).
     The depth net then never learns from a wrong early pose (docs/convergence.md, failure 7)."""
+    stereo_prior_steps: int = 0
+    """Steps of the pretrain stage during which plane-sweep depth labels, computed once from the frames and
+    the two-view pose prior (``mfdepth.training.stereo_prior``), supervise the single-frame net; 0 = off.
+    Needs the pose prior (``pose_prior_steps`` > 0) and the frames -1 and +1."""
+    stereo_prior_identity_margin: float | None = None
+    """With ``stereo_prior_steps``: a 1/4-grid cell whose unwarped neighbour frame matches within ``1 +
+    margin`` times its best depth hypothesis's cost gets no label (an auto-mask: what moves with the camera
+    has no parallax to measure); None = no such check."""
     pretrain_steps: int = 500
     teacher_steps: int = 250
     student_steps: int = 400
@@ -446,6 +450,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"loss.stereo_prior_network: '{config.loss.stereo_prior_network}' is not one of single, multi")
     if config.loss.stereo_prior_band and config.loss.stereo_prior_band <= 1.0:
         raise ConfigError(f"loss.stereo_prior_band: {config.loss.stereo_prior_band} must be 0 (off) or above 1, e.g. 2")
+    margin = config.train.stereo_prior_identity_margin
+    if margin is not None and not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ConfigError(f"train.stereo_prior_identity_margin: {margin!r} must be null (off) or a number >= 0, e.g. 0.25")
     if config.model.pose_downsample < 1:
         raise ConfigError(f"model.pose_downsample: {config.model.pose_downsample} must be 1 or more")
     if not 0 < config.model.min_depth < config.model.max_depth:

@@ -167,3 +167,33 @@ def test_labels_on_the_multi_frame_net_leave_the_single_frame_net_photometric(ti
     # Step 0 is the warm-up (no multi-frame net yet), step 1 the joint step: the term is M0's only.
     assert all(not row.get("stereo_prior") for row in rows)
     assert rows[0]["multi_stereo_prior"] == "nan" and float(rows[1]["multi_stereo_prior"]) >= 0
+
+
+def test_an_identity_margin_drops_what_barely_moves_and_keeps_the_parallax():
+    target, previous, following, T_previous, T_following = [t.clone() for t in _plane_views(5)]
+    # The right half: a smooth object a quarter pixel apart in each frame, as if it drove with the camera
+    # (under the static-world assumption it sits ~130 units away), and sensor noise in every frame.
+    smooth = F.interpolate(torch.rand(1, 3, H // 8, W // 8 + 2, generator=torch.Generator().manual_seed(3)),
+                           (H, W + 16), mode="bicubic", align_corners=False)
+    noise = torch.Generator().manual_seed(5)
+    for image, shift in ((target, 0.0), (previous, -0.25), (following, 0.25)):
+        x = torch.arange(W // 2, W).float() + 8 + shift
+        left = x.floor().long()
+        weight = x - left
+        image[..., W // 2:] = smooth[..., left] * (1 - weight) + smooth[..., left + 1] * weight
+        image += 0.02 * torch.randn(image.shape, generator=noise)
+    half = W // CELL // 2
+    labels = {margin: stereo_depth_labels(target, previous, following, T_previous, T_following, _K(), keep_sharpest=1.0,
+                                          identity_margin=margin)[0, 0] for margin in (None, 1.0)}
+    assert (labels[None][:, half:] > 0).float().mean() > 0.2  # the far false depth is labelled without the check
+    assert (labels[1.0][:, half:] > 0).float().mean() < 0.02
+    # The plane's parallax is kept (a cell or two may change with the per-image agreement offset).
+    assert (labels[1.0][:, :half] > 0).sum() >= 0.95 * (labels[None][:, :half] > 0).sum()
+
+
+def test_a_negative_identity_margin_names_its_key():
+    from mfdepth.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.stereo_prior_identity_margin"):
+        load_config(None, ["train.stereo_prior_identity_margin=-0.1"])
+    assert load_config(None, ["train.stereo_prior_identity_margin=0.25"]).train.stereo_prior_identity_margin == 0.25

@@ -70,8 +70,9 @@ def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: 
         if stereo_labels and config.train.stereo_prior_steps > 0:
             from mfdepth.training.stereo_prior import attach_stereo_priors, load_or_compute_stereo_priors
 
-            attach_stereo_priors(dataset, load_or_compute_stereo_priors(dataset, pose_table,
-                                                                        stereo_prior_path(run_dir), progress))
+            labels = load_or_compute_stereo_priors(dataset, pose_table, stereo_prior_path(run_dir), progress,
+                                                   identity_margin=config.train.stereo_prior_identity_margin)
+            attach_stereo_priors(dataset, labels)
     return dataset
 
 

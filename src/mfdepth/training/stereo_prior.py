@@ -97,12 +97,14 @@ def stereo_depth_labels(
     return labels
 
 
-def stereo_prior_table(dataset, pose_table: dict, batch_size: int = 8, progress: bool = False) -> dict:
+def stereo_prior_table(dataset, pose_table: dict, batch_size: int = 8, progress: bool = False,
+                       identity_margin: float | None = None) -> dict:
     """Labels of :func:`stereo_depth_labels` for every sample of ``dataset`` (frames as stored, unflipped).
 
     ``pose_table`` is the dataset's two-view pose prior (:func:`mfdepth.data.two_view.pose_prior_table`);
-    samples whose prior lacks the previous or the next frame get no label. Returns ``{"ids": (N,) str,
-    "depth": (N, 1, H/4, W/4) float32}``.
+    samples whose prior lacks the previous or the next frame get no label; ``identity_margin`` is
+    :func:`stereo_depth_labels`'s. Returns ``{"ids": (N,) str, "depth": (N, 1, H/4, W/4) float32,
+    "identity_margin": () float32 (NaN = none)}``.
     """
     offsets = [int(o) for o in pose_table["offsets"]]
     if -1 not in offsets or 1 not in offsets:
@@ -131,26 +133,33 @@ def stereo_prior_table(dataset, pose_table: dict, batch_size: int = 8, progress:
             valid.append(bool(pose_table["valid"][row][offsets.index(-1)] and pose_table["valid"][row][offsets.index(1)]))
         frames, K, poses = torch.stack(frames), torch.stack(Ks), torch.stack(poses).float()
         with torch.no_grad():
-            batch_labels = stereo_depth_labels(frames[:, 0], frames[:, 1], frames[:, 2], poses[:, 0], poses[:, 1], K)
+            batch_labels = stereo_depth_labels(frames[:, 0], frames[:, 1], frames[:, 2], poses[:, 0], poses[:, 1], K,
+                                               identity_margin=identity_margin)
         batch_labels[~torch.tensor(valid)] = 0.0
         labels.append(batch_labels)
-    return {"ids": np.array(dataset.sample_ids), "depth": torch.cat(labels).numpy().astype(np.float32)}
+    return {"ids": np.array(dataset.sample_ids), "depth": torch.cat(labels).numpy().astype(np.float32),
+            "identity_margin": np.float32(np.nan if identity_margin is None else identity_margin)}
 
 
-def load_or_compute_stereo_priors(dataset, pose_table: dict, cache_path: str | Path, progress: bool = False) -> dict:
-    """The table of :func:`stereo_prior_table`, read from ``cache_path`` when it is for the same samples and size."""
+def load_or_compute_stereo_priors(dataset, pose_table: dict, cache_path: str | Path, progress: bool = False,
+                                  identity_margin: float | None = None) -> dict:
+    """The table of :func:`stereo_prior_table`, read from ``cache_path`` when it is for the same samples,
+    size and ``identity_margin``."""
     cache_path = Path(cache_path)
     shape = (dataset.height // CELL, dataset.width // CELL)
     if cache_path.is_file():
         try:
             with np.load(cache_path, allow_pickle=False) as data:
-                table = {k: data[k] for k in ("ids", "depth")}
-            if list(table["ids"]) == dataset.sample_ids and tuple(table["depth"].shape[-2:]) == shape:
+                table = {k: data[k] for k in ("ids", "depth", "identity_margin")}
+            cached_margin = None if np.isnan(table["identity_margin"]) else float(table["identity_margin"])
+            same_margin = (cached_margin is None) == (identity_margin is None) and (
+                identity_margin is None or math.isclose(cached_margin, identity_margin, rel_tol=1e-6))
+            if list(table["ids"]) == dataset.sample_ids and tuple(table["depth"].shape[-2:]) == shape and same_margin:
                 return table
-            log.info("stereo prior cache %s is for other samples or another size; recomputing", cache_path)
+            log.info("stereo prior cache %s is for other samples, another size or filter; recomputing", cache_path)
         except (OSError, ValueError, KeyError) as err:
             log.warning("stereo prior cache %s is unreadable (%s); recomputing", cache_path, err)
-    table = stereo_prior_table(dataset, pose_table, progress=progress)
+    table = stereo_prior_table(dataset, pose_table, progress=progress, identity_margin=identity_margin)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.partial.npz")
     np.savez(partial, **table)
