@@ -11,6 +11,10 @@ two matches, fraction of the sharpest kept).
 
     python benchmarks/stereo_labels.py --data /tmp/world
 
+``--oracle-cache RUN/stereo_prior.npz ...`` also writes the default labels with every cell that touches a
+truly moving pixel removed, as a run directory's label cache (training then reads it instead of
+computing its own): an experiment that isolates what the labels on moving objects do.
+
 Writes ``benchmarks/results/stereo_labels.json`` and ``.md``.
 """
 
@@ -81,12 +85,28 @@ def score(root: Path, dataset, labels: np.ndarray) -> dict:
             "abs_rel_moving": float(error[on_moving].mean()) if on_moving.any() else float("nan")}
 
 
+def write_oracle_caches(root: Path, dataset, table: dict, paths: list[str]) -> None:
+    depth = table["depth"].copy()
+    for index, sample_id in enumerate(dataset.sample_ids):
+        folder, frame = sample_id.split()[:2]
+        motion = np.asarray(Image.open(root / folder / "gt" / "dynamic" / f"{int(frame):010d}.png")) > 0
+        motion = torch.from_numpy(motion.astype(np.float32))[None, None]
+        touched = F.interpolate(motion, size=depth.shape[-2:], mode="area")[0, 0] > 0
+        depth[index, 0][touched.numpy()] = 0.0
+    print(f"oracle labels: {(depth > 0).mean():.3f} of the cells labelled ({(table['depth'] > 0).mean():.3f} before)")
+    for path in paths:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{**table, "depth": depth})
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/synthetic")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--true-pose", action="store_true", help="also label with the true rotation and direction")
+    parser.add_argument("--oracle-cache", nargs="*", default=[], metavar="NPZ",
+                        help="write the default labels without the truly moving cells to these cache paths")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -95,6 +115,9 @@ def main(argv=None) -> int:
     root = Path(config.data.root)
     dataset = build_dataset(config.data, "train", augment=False)
     prior = load_or_compute_pose_priors(dataset, Path(tempfile.mkdtemp(prefix="mfdepth_stereo_")) / "pose_prior.npz")
+    if args.oracle_cache:  # only the caches; the table of settings stays as it is
+        write_oracle_caches(root, dataset, stereo.stereo_prior_table(dataset, prior), args.oracle_cache)
+        return 0
     tables = {"two-view prior (SIFT + RANSAC)": prior}
     if args.true_pose:
         tables["true rotation and direction"] = true_pose_table(root, dataset, prior)
