@@ -9,7 +9,7 @@ depth and the per-row prior fitted on the ground truth itself.
 
     python benchmarks/real_video.py [--root FOLDER] [--seeds 0 1 2] [key=value ...]
 
-Writes ``benchmarks/results/real_video.json`` and ``.md``.
+Writes ``benchmarks/results/real_video.json`` and ``.md`` (``--name`` for another name).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", default=None)
+    parser.add_argument("--name", default="real_video", help="results are written to results/<name>.json and .md")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.threads:
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
                "runs": runs, "torch_threads": torch.get_num_threads()}
     out = HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "real_video.json").write_text(json.dumps(payload, indent=2))
+    (out / f"{args.name}.json").write_text(json.dumps(payload, indent=2))
     lines = [
         "# Real video: self-supervised on its own frames, scored against its depth maps",
         "",
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
             m = row[network]
             lines.append(f"| seed {seed}, {network}-frame net ({row['train_seconds']:.0f} s) | {m['abs_rel']:.3f} | "
                          f"{m['rmse']:.3f} | {m['a1']:.3f} |")
-    (out / "real_video.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
