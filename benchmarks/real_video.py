@@ -56,7 +56,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load_config(None, [*RECIPE, f"data.root={args.root}", *args.overrides])
-    test = build_dataset(apply_overrides(base, ["data.frame_offsets=[0,-1]"]).data, "test", augment=False)
+    # Scored on every frame with a previous one; the training-only settings that need frame +1 are off here.
+    test_config = apply_overrides(base, ["data.frame_offsets=[0,-1]", "train.stereo_prior_steps=0"])
+    test = build_dataset(test_config.data, "test", augment=False)
     gts = [test[i]["depth_gt"][0].numpy() for i in range(len(test))]
     references = reference_scores(gts, max_depth=base.eval.max_depth, protocol=base.eval.protocol)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mfdepth-real-"))

@@ -124,13 +124,27 @@ def test_the_pretrain_stage_adds_the_stereo_term_only_within_its_steps(tiny_worl
     assert float(rows[0]["stereo_prior"]) >= 0 and rows[1]["stereo_prior"] == ""
 
 
-def test_the_stereo_prior_needs_the_pose_prior_and_both_neighbours():
-    from mfdepth.config import ConfigError, load_config
+def test_the_stereo_prior_says_why_it_cannot_label():
+    from mfdepth.config import load_config, stereo_prior_unavailable
 
-    with pytest.raises(ConfigError, match="train.stereo_prior_steps"):
-        load_config(None, ["train.stereo_prior_steps=10", "train.pose_prior_steps=0"])
-    with pytest.raises(ConfigError, match="data.frame_offsets"):
-        load_config(None, ["train.stereo_prior_steps=10", "data.frame_offsets=[0,-1]"])
+    assert stereo_prior_unavailable(load_config(None, [])) is None
+    assert "train.pose_prior_steps" in stereo_prior_unavailable(load_config(None, ["train.pose_prior_steps=0"]))
+    assert "data.frame_offsets" in stereo_prior_unavailable(load_config(None, ["data.frame_offsets=[0,-1]"]))
+
+
+def test_without_the_next_frame_the_run_trains_without_labels_and_says_so(tiny_world, tmp_path, caplog):
+    import logging
+
+    from test_training_stages import tiny_config
+
+    from mfdepth.run_layout import stereo_prior_path
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2", "data.frame_offsets=[0,-1]")
+    with caplog.at_level(logging.WARNING, logger="mfdepth.training.recipe"):
+        dataset = training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels=True)
+    assert "train.stereo_prior_steps=2" in caplog.text and "data.frame_offsets" in caplog.text
+    assert "stereo_depth" not in dataset[0] and not stereo_prior_path(tmp_path / "run").exists()
 
 
 def test_a_band_ignores_labels_far_off_the_depth():

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from mfdepth import masks as mask_rules
 from mfdepth import run_layout
 from mfdepth.checkpoint import MULTI, POSE, TEACHER, CheckpointError, load_checkpoint, restore_networks
-from mfdepth.config import Config, save_config, to_dict
+from mfdepth.config import Config, save_config, stereo_prior_unavailable, to_dict
 from mfdepth.data import build_dataset, mask_path_for
 from mfdepth.data.base import collate_samples
 from mfdepth.data.camera import camera_meta
@@ -64,10 +64,15 @@ def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: 
     when the config uses them."""
     mask_dir = masks_dir(run_dir) if with_masks else None
     dataset = build_dataset(config.data, "train", augment=True, mask_dir=mask_dir, seed=config.train.seed)
+    wants_labels = stereo_labels and config.train.stereo_prior_steps > 0
+    unavailable = stereo_prior_unavailable(config) if wants_labels else None
+    if unavailable:
+        log.warning("train.stereo_prior_steps=%d: training without the plane-sweep labels, %s; set "
+                    "train.stereo_prior_steps=0 to say so", config.train.stereo_prior_steps, unavailable)
     if config.train.pose_prior_steps > 0:
         pose_table = load_or_compute_pose_priors(dataset, pose_prior_path(run_dir), progress)
         attach_pose_priors(dataset, pose_table)
-        if stereo_labels and config.train.stereo_prior_steps > 0:
+        if wants_labels and not unavailable:
             from mfdepth.training.stereo_prior import attach_stereo_priors, load_or_compute_stereo_priors
 
             labels = load_or_compute_stereo_priors(dataset, pose_table, stereo_prior_path(run_dir), progress,
