@@ -211,3 +211,37 @@ def test_a_negative_identity_margin_names_its_key():
     with pytest.raises(ConfigError, match="train.stereo_prior_identity_margin"):
         load_config(None, ["train.stereo_prior_identity_margin=-0.1"])
     assert load_config(None, ["train.stereo_prior_identity_margin=0.25"]).train.stereo_prior_identity_margin == 0.25
+
+
+def _select_labels_one_image_at_a_time(depth_p, depth_f, both, sharp, agreement, keep_sharpest):
+    """The selection written per image, as plainly as possible: the reference for the batched one."""
+    labels = torch.zeros_like(depth_p)
+    log_ratio = torch.log(depth_p) - torch.log(depth_f)
+    for i in range(depth_p.shape[0]):
+        if both[i].sum() < 8:
+            continue
+        offset = log_ratio[i][both[i]].median()
+        agree = both[i] & ((log_ratio[i] - offset).abs() < np.log1p(agreement))
+        if agree.sum() < 8:
+            continue
+        threshold = torch.quantile(sharp[i][agree], 1.0 - keep_sharpest)
+        labels[i] = torch.where(agree & (sharp[i] >= threshold), depth_p[i], torch.zeros_like(depth_p[i]))
+    return labels
+
+
+@pytest.mark.parametrize("agreement, keep_sharpest", [(0.2, 0.5), (0.1, 1.0), (0.3, 0.25)])
+def test_batched_label_selection_equals_the_per_image_reference(agreement, keep_sharpest):
+    from mfdepth.training.stereo_prior import select_labels
+
+    gen = torch.Generator().manual_seed(7)
+    shape = (5, 1, 16, 48)
+    depth_p = torch.exp(torch.rand(shape, generator=gen) * 4)
+    scale = torch.tensor([1.0, 0.7, 1.3, 2.0, 1.0]).view(5, 1, 1, 1)  # one length ratio per image
+    depth_f = depth_p * scale * torch.exp(0.3 * torch.randn(shape, generator=gen))
+    both = torch.rand(shape, generator=gen) < 0.6
+    both[3] = torch.rand(shape[1:], generator=gen) < 0.01  # an image with too few usable cells
+    sharp = torch.rand(shape, generator=gen)
+    batched = select_labels(depth_p, depth_f, both, sharp, agreement, keep_sharpest)
+    reference = _select_labels_one_image_at_a_time(depth_p, depth_f, both, sharp, agreement, keep_sharpest)
+    assert (reference > 0).sum() > 100 and (reference[3] == 0).all()
+    assert torch.equal(batched, reference)

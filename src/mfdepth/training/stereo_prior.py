@@ -80,21 +80,31 @@ def stereo_depth_labels(
             ok = ok & (filled.amin(dim=1, keepdim=True) * (1.0 + identity_margin) < identity)
         matches.append((depth, ok, sharpness))
     (depth_p, ok_p, sharp_p), (depth_f, ok_f, sharp_f) = matches
-    both = ok_p & ok_f
-    log_ratio = torch.log(depth_p) - torch.log(depth_f)
-    labels = torch.zeros_like(depth_p)
-    for i in range(b):  # one median and one quantile per image: a handful of images, not pixels
-        if both[i].sum() < 8:
-            continue
-        offset = log_ratio[i][both[i]].median()
-        agree = both[i] & ((log_ratio[i] - offset).abs() < math.log1p(agreement))
-        if agree.sum() < 8:
-            continue
-        sharp = torch.minimum(sharp_p[i], sharp_f[i])
-        threshold = torch.quantile(sharp[agree].float(), 1.0 - keep_sharpest)
-        keep = agree & (sharp >= threshold)
-        labels[i] = torch.where(keep, depth_p[i], torch.zeros_like(depth_p[i]))
-    return labels
+    return select_labels(depth_p, depth_f, ok_p & ok_f, torch.minimum(sharp_p, sharp_f), agreement, keep_sharpest)
+
+
+def select_labels(depth_previous: torch.Tensor, depth_following: torch.Tensor, both: torch.Tensor,
+                  sharpness: torch.Tensor, agreement: float, keep_sharpest: float, min_cells: int = 8) -> torch.Tensor:
+    """The labels of :func:`stereo_depth_labels` from its two matches, all images at once.
+
+    Args:
+        depth_previous, depth_following: ``(B, 1, h, w)`` lowest-cost depths of the two matches.
+        both: ``(B, 1, h, w)`` bool, cells where both matches are usable.
+        sharpness: ``(B, 1, h, w)`` the weaker match's sharpness.
+        agreement, keep_sharpest: as in :func:`stereo_depth_labels`.
+        min_cells: an image with fewer usable (or agreeing) cells gets no label.
+    Returns:
+        ``(B, 1, h, w)`` ``depth_previous`` where labelled, else 0. The two depths are compared after
+        one per-image ratio, the median over the usable cells (the translations' lengths differ).
+    """
+    nan = torch.full_like(depth_previous, float("nan"))
+    log_ratio = torch.log(depth_previous) - torch.log(depth_following)
+    offset = torch.nanmedian(torch.where(both, log_ratio, nan).flatten(1), dim=1).values
+    agree = both & ((log_ratio - offset[:, None, None, None]).abs() < math.log1p(agreement))
+    threshold = torch.nanquantile(torch.where(agree, sharpness, nan).flatten(1).float(), 1.0 - keep_sharpest, dim=1)
+    enough = (both.flatten(1).sum(1) >= min_cells) & (agree.flatten(1).sum(1) >= min_cells)
+    keep = agree & (sharpness >= threshold[:, None, None, None].to(sharpness.dtype)) & enough[:, None, None, None]
+    return torch.where(keep, depth_previous, torch.zeros_like(depth_previous))
 
 
 def stereo_prior_table(dataset, pose_table: dict, batch_size: int = 8, progress: bool = False,
