@@ -127,3 +127,23 @@ def read_numbers(path: str | Path, count: int | None = None) -> np.ndarray:
     if count is not None and values.size != count:
         raise DataError(f"{path}: expected {count} numbers, found {values.size}")
     return values
+
+
+def save_npz_atomically(path: str | Path, arrays: dict) -> None:
+    """``np.savez`` to ``path`` through a partial file renamed into place (one per process: DDP ranks may
+    write the same cache at once), so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
+
+
+def table_rows(table_ids, sample_ids: list[str], what: str) -> list[int]:
+    """The row of a per-sample table (``table_ids``) for each of ``sample_ids``, in that order;
+    a :class:`DataError` naming ``what`` when the table lacks some."""
+    index = {sample_id: i for i, sample_id in enumerate(table_ids)}
+    missing = [s for s in sample_ids if s not in index]
+    if missing:
+        raise DataError(f"{what} table lacks {len(missing)} samples, e.g. '{missing[0]}'")
+    return [index[s] for s in sample_ids]

@@ -14,13 +14,12 @@ Needs ``opencv-python-headless`` (a dependency of mfdepth).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mfdepth.data.errors import DataError
+from mfdepth.data.files import save_npz_atomically, table_rows
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +151,7 @@ def load_or_compute_pose_priors(dataset, cache_path: str | Path, progress: bool 
         except (OSError, ValueError, KeyError) as err:
             log.warning("pose prior cache %s is unreadable (%s); recomputing", cache_path, err)
     table = pose_prior_table(dataset, progress=progress)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    # One partial file per process: DDP ranks may compute the table at the same time.
-    partial = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.partial.npz")
-    np.savez(partial, **table)
-    partial.replace(cache_path)
+    save_npz_atomically(cache_path, table)
     valid = table["valid"]
     log.info("two-view pose prior: %d of %d pairs usable", int(valid.sum()), valid.size)
     return table
@@ -164,11 +159,7 @@ def load_or_compute_pose_priors(dataset, cache_path: str | Path, progress: bool 
 
 def attach_pose_priors(dataset, table: dict) -> None:
     """Give ``dataset`` the prior so each Sample carries ``pose_prior`` ``(S, 4, 4)`` and ``pose_prior_valid`` ``(S,)``."""
-    index = {sample_id: i for i, sample_id in enumerate(table["ids"])}
-    missing = [s for s in dataset.sample_ids if s not in index]
-    if missing:
-        raise DataError(f"pose prior table lacks {len(missing)} samples, e.g. '{missing[0]}'")
-    order = [index[s] for s in dataset.sample_ids]
+    order = table_rows(table["ids"], dataset.sample_ids, "pose prior")
     dataset.pose_priors = (
         torch.from_numpy(np.ascontiguousarray(table["poses"][order])),
         torch.from_numpy(np.ascontiguousarray(table["valid"][order])),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mfdepth.data.errors import DataError
+from mfdepth.data.files import save_npz_atomically, table_rows
 from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
 
 log = logging.getLogger(__name__)
@@ -170,10 +170,7 @@ def load_or_compute_stereo_priors(dataset, pose_table: dict, cache_path: str | P
         except (OSError, ValueError, KeyError) as err:
             log.warning("stereo prior cache %s is unreadable (%s); recomputing", cache_path, err)
     table = stereo_prior_table(dataset, pose_table, progress=progress, identity_margin=identity_margin)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.partial.npz")
-    np.savez(partial, **table)
-    partial.replace(cache_path)
+    save_npz_atomically(cache_path, table)
     labelled = float((table["depth"] > 0).mean())
     log.info("stereo prior: %.0f%% of the 1/4-grid cells labelled", 100 * labelled)
     return table
@@ -181,8 +178,5 @@ def load_or_compute_stereo_priors(dataset, pose_table: dict, cache_path: str | P
 
 def attach_stereo_priors(dataset, table: dict) -> None:
     """Give ``dataset`` the labels so each Sample carries ``stereo_depth`` ``(1, H/4, W/4)`` (0 = none)."""
-    index = {sample_id: i for i, sample_id in enumerate(table["ids"])}
-    missing = [s for s in dataset.sample_ids if s not in index]
-    if missing:
-        raise DataError(f"stereo prior table lacks {len(missing)} samples, e.g. '{missing[0]}'")
-    dataset.stereo_priors = torch.from_numpy(np.ascontiguousarray(table["depth"][[index[s] for s in dataset.sample_ids]]))
+    order = table_rows(table["ids"], dataset.sample_ids, "stereo prior")
+    dataset.stereo_priors = torch.from_numpy(np.ascontiguousarray(table["depth"][order]))
