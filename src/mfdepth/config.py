@@ -145,18 +145,19 @@ class LossConfig:
     0 = off). Makes following the match a direct target rather than one the photometric loss must find
     (docs/convergence.md, failure 8: without it the net ignores its cost volume)."""
     pose_prior_weight: float = 1.0
+    """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
+    on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
     stereo_prior_weight: float = 1.0
     """Weight of the plane-sweep depth labels on the single-frame net (``losses.stereo_prior_loss``) during
     the first ``train.stereo_prior_steps`` steps of the pretrain stage."""
     stereo_prior_network: str = "single"
-    """Which pretrain net the labels supervise: ``single`` (S0, from the first step) or ``multi`` (M0, once
+    """Which pretrain net the labels supervise: ``single`` (S0, from the first step), ``multi`` (M0, once
     it joins; S0 then learns from the photometric loss alone, so the two disagree where the labels are
-    wrong: on moving objects, which the depth inconsistency mask is to find)."""
+    wrong: on moving objects, which the depth inconsistency mask is to find) or ``both`` (S0 from the first
+    step, M0 once it joins: with labels past the warm-up, M0 is not left behind S0)."""
     stereo_prior_band: float = 0.0
     """When > 1, a label more than this factor off the single-frame depth (after the image's scale) is
     ignored (``losses.stereo_prior_loss``); 0 = every label counts."""
-    """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
-    on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
 
 
 @dataclass
@@ -459,8 +460,9 @@ def validate(config: Config) -> None:
             f"model.encoder_width={width} with model.pretrained_weights: ImageNet weights fit width 1 only; "
             "set model.encoder_width=1 or model.pretrained_weights=null"
         )
-    if config.loss.stereo_prior_network not in ("single", "multi"):
-        raise ConfigError(f"loss.stereo_prior_network: '{config.loss.stereo_prior_network}' is not one of single, multi")
+    if config.loss.stereo_prior_network not in ("single", "multi", "both"):
+        raise ConfigError(f"loss.stereo_prior_network: '{config.loss.stereo_prior_network}' is not one of single, "
+                          "multi, both")
     if config.loss.stereo_prior_band and config.loss.stereo_prior_band <= 1.0:
         raise ConfigError(f"loss.stereo_prior_band: {config.loss.stereo_prior_band} must be 0 (off) or above 1, e.g. 2")
     margin = config.train.stereo_prior_identity_margin

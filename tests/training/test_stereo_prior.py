@@ -158,7 +158,7 @@ def test_a_band_ignores_labels_far_off_the_depth():
     assert banded.item() == pytest.approx(np.log(1.5) / 23, rel=1e-5)  # the 3x cell no longer counts
 
 
-@pytest.mark.parametrize("override, key", [("loss.stereo_prior_network=both", "loss.stereo_prior_network"),
+@pytest.mark.parametrize("override, key", [("loss.stereo_prior_network=all", "loss.stereo_prior_network"),
                                            ("loss.stereo_prior_band=0.5", "loss.stereo_prior_band")])
 def test_bad_stereo_settings_name_their_key(override, key):
     from mfdepth.config import ConfigError, load_config
@@ -180,6 +180,22 @@ def test_labels_on_the_multi_frame_net_leave_the_single_frame_net_photometric(ti
         rows = list(csv.DictReader(handle))
     # Step 0 is the warm-up (no multi-frame net yet), step 1 the joint step: the term is M0's only.
     assert all(not row.get("stereo_prior") for row in rows)
+    assert rows[0]["multi_stereo_prior"] == "nan" and float(rows[1]["multi_stereo_prior"]) >= 0
+
+
+def test_labels_on_both_nets_reach_the_multi_frame_net_once_it_joins(tiny_world, tmp_path):
+    import csv
+
+    from test_training_stages import tiny_config
+
+    from mfdepth.training.recipe import run_stage
+
+    config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2", "loss.stereo_prior_network=both")
+    run_stage("pretrain", config, config.run_dir, progress=False)
+    with (tmp_path / "run" / "logs" / "pretrain.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    # S0's term in both steps, M0's from its first (joint) step on.
+    assert all(row["stereo_prior"] and float(row["stereo_prior"]) >= 0 for row in rows)
     assert rows[0]["multi_stereo_prior"] == "nan" and float(rows[1]["multi_stereo_prior"]) >= 0
 
 

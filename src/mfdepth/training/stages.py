@@ -291,10 +291,11 @@ class PretrainStage(StageModule):
     def stereo_prior_term(self, batch: dict, depth: torch.Tensor, network: str) -> torch.Tensor | None:
         """``loss.stereo_prior_weight`` times :func:`mfdepth.losses.stereo_prior_loss` on the depth ``(B,1,H,W)``
         of ``network`` (``single`` or ``multi``) during the first ``train.stereo_prior_steps`` steps, when
-        ``loss.stereo_prior_network`` names it."""
+        ``loss.stereo_prior_network`` names it (or is ``both``)."""
         labels = batch.get("stereo_depth")
         weight = self.config.loss.stereo_prior_weight
-        if (labels is None or weight == 0 or not self.training or network != self.config.loss.stereo_prior_network
+        if (labels is None or weight == 0 or not self.training
+                or self.config.loss.stereo_prior_network not in (network, "both")
                 or self.global_step >= self.config.train.stereo_prior_steps):
             return None
         band = self.config.loss.stereo_prior_band
@@ -332,7 +333,7 @@ class PretrainStage(StageModule):
             # The same columns in every row of the loss log (its header is fixed by the first row).
             nan = torch.full((), float("nan"), device=loss.device)
             joined_later = self.MULTI_SCALARS + (("cost_volume_target",) if self.config.loss.cost_volume_target_weight else ())
-            if self.config.loss.stereo_prior_network == "multi" and self.config.train.stereo_prior_steps:
+            if self.config.loss.stereo_prior_network in ("multi", "both") and self.config.train.stereo_prior_steps:
                 joined_later += ("multi_stereo_prior",)
             scalars.update(dict.fromkeys(joined_later, nan))
             return loss, {k: v.detach() for k, v in scalars.items()}, images
