@@ -214,6 +214,13 @@ class TrainConfig:
     the run trains without labels and says so (:func:`stereo_prior_unavailable`). On the synthetic world
     every network of every seed is better on all and static pixels and worse on moving ones; on the real
     HoloLens clip far better (docs/convergence.md, failure 9)."""
+    stereo_prior_teacher_steps: int = 0
+    """Steps of the teacher stage during which the same labels supervise the robust teacher S*'s shape (none
+    on a cell the depth inconsistency mask touches); 0 = off. Without them the teacher stage's photometric
+    loss undoes part of what S0 learned from the labels (docs/convergence.md, failure 9)."""
+    stereo_prior_student_steps: int = 0
+    """Steps of the student stage during which the labels supervise the multi-frame student's shape (none on
+    a cell the depth inconsistency mask touches); 0 = off."""
     stereo_prior_identity_margin: float | None = 0.25
     """With ``stereo_prior_steps``: a 1/4-grid cell whose unwarped neighbour frame matches within ``1 +
     margin`` times its best depth hypothesis's cost gets no label (an auto-mask: what moves with the camera
@@ -417,7 +424,8 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def stereo_prior_unavailable(config: Config) -> str | None:
-    """Why ``train.stereo_prior_steps`` cannot give labels with ``config`` (None when it can)."""
+    """Why ``train.stereo_prior_steps`` (or the teacher's or student's) cannot give labels with ``config``
+    (None when it can)."""
     t, offsets = config.train, config.data.frame_offsets
     if not t.pose_prior_steps:
         return "they need the two-view pose prior (train.pose_prior_steps > 0, now 0)"
@@ -515,7 +523,7 @@ def validate(config: Config) -> None:
                 "checkpoint_every", "log_every", "image_log_every"):
         at_least(f"train.{key}", getattr(t, key), 1)
     for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps", "pose_prior_warp_steps",
-                "stereo_prior_steps"):
+                "stereo_prior_steps", "stereo_prior_teacher_steps", "stereo_prior_student_steps"):
         at_least(f"train.{key}", getattr(t, key), 0, " (0 = off)")
     at_least("eval.batch_size", e.batch_size, 1)
     if not 1 <= lo.num_scales <= 4:

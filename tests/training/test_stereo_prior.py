@@ -91,7 +91,7 @@ def test_labels_are_cached_and_travel_with_their_sample_and_flip_with_it(tiny_wo
     from mfdepth.training.recipe import training_dataset
 
     config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2")
-    dataset = training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels=True)
+    dataset = training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels="stereo_prior_steps")
     cache = stereo_prior_path(tmp_path / "run")
     assert cache.is_file()
     with np.load(cache) as data:
@@ -105,7 +105,7 @@ def test_labels_are_cached_and_travel_with_their_sample_and_flip_with_it(tiny_wo
         got = dataset[index]["stereo_depth"]
         torch.testing.assert_close(got, expected.flip(-1) if flipped else expected, rtol=0, atol=0)
     mtime = cache.stat().st_mtime
-    training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels=True)
+    training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels="stereo_prior_steps")
     assert cache.stat().st_mtime == mtime  # read back, not computed again
 
 
@@ -142,7 +142,7 @@ def test_without_the_next_frame_the_run_trains_without_labels_and_says_so(tiny_w
 
     config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=2", "data.frame_offsets=[0,-1]")
     with caplog.at_level(logging.WARNING, logger="mfdepth.training.recipe"):
-        dataset = training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels=True)
+        dataset = training_dataset(config, tmp_path / "run", with_masks=False, stereo_labels="stereo_prior_steps")
     assert "train.stereo_prior_steps=2" in caplog.text and "data.frame_offsets" in caplog.text
     assert "stereo_depth" not in dataset[0] and not stereo_prior_path(tmp_path / "run").exists()
 
@@ -261,3 +261,41 @@ def test_batched_label_selection_equals_the_per_image_reference(agreement, keep_
     reference = _select_labels_one_image_at_a_time(depth_p, depth_f, both, sharp, agreement, keep_sharpest)
     assert (reference > 0).sum() > 100 and (reference[3] == 0).all()
     assert torch.equal(batched, reference)
+
+
+def test_the_teacher_labels_skip_the_cells_the_mask_touches():
+    from mfdepth.config import load_config
+    from mfdepth.training.stages import TeacherStage
+
+    stage = TeacherStage(load_config(None, ["train.stereo_prior_teacher_steps=1"])).train()
+    labels = torch.ones(1, 1, 4, 6)
+    depth = torch.ones(1, 1, 16, 24)
+    depth[0, 0, :4, :4] = 3.0  # one cell 3x off, the rest exact
+    batch = {"stereo_depth": labels}
+    assert stage.labels_term(batch, depth, 1).item() == pytest.approx(np.log(3.0) / 24, rel=1e-5)
+    moving = torch.zeros(1, 1, 16, 24, dtype=torch.bool)
+    moving[0, 0, 3, 3] = True  # a single pixel of the bad cell
+    assert stage.labels_term(batch, depth, 1, moving).item() == pytest.approx(0.0, abs=1e-7)
+    stage.global_step = 1
+    assert stage.labels_term(batch, depth, 1) is None  # past its steps
+
+
+def test_the_teacher_and_student_stages_learn_from_the_labels_within_their_steps(tiny_world, tmp_path):
+    import csv
+
+    from test_training_stages import tiny_config
+
+    from mfdepth.run_layout import stereo_prior_path
+    from mfdepth.training.recipe import run_stage
+
+    config = tiny_config(tiny_world, tmp_path / "run", "train.stereo_prior_steps=0", "train.stereo_prior_teacher_steps=1",
+                         "train.stereo_prior_student_steps=1")
+    for stage in ("pretrain", "masks"):
+        run_stage(stage, config, config.run_dir, progress=False)
+    assert not stereo_prior_path(tmp_path / "run").exists()  # the pretrain stage asked for none
+    for stage in ("teacher", "student"):
+        run_stage(stage, config, config.run_dir, progress=False)
+        assert stereo_prior_path(tmp_path / "run").is_file()
+        with (tmp_path / "run" / "logs" / f"{stage}.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert float(rows[0]["stereo_prior"]) >= 0 and rows[1]["stereo_prior"] == ""

@@ -58,17 +58,18 @@ def _need(path: Path, what: str, run_dir: Path, stage: str) -> Path:
 
 
 def training_dataset(config: Config, run_dir: Path, with_masks: bool, progress: bool = False,
-                     stereo_labels: bool = False):
-    """The augmented training split, with the depth inconsistency masks, the two-view pose prior and (when
-    ``stereo_labels``) the plane-sweep depth labels, each computed once and cached in the run directory,
-    when the config uses them."""
+                     stereo_labels: str | None = None):
+    """The augmented training split, with the depth inconsistency masks, the two-view pose prior and the
+    plane-sweep depth labels (when the config key ``stereo_labels``, e.g. ``stereo_prior_steps``, of
+    ``train`` is > 0), each computed once and cached in the run directory, when the config uses them."""
     mask_dir = masks_dir(run_dir) if with_masks else None
     dataset = build_dataset(config.data, "train", augment=True, mask_dir=mask_dir, seed=config.train.seed)
-    wants_labels = stereo_labels and config.train.stereo_prior_steps > 0
+    label_steps = getattr(config.train, stereo_labels) if stereo_labels else 0
+    wants_labels = label_steps > 0
     unavailable = stereo_prior_unavailable(config) if wants_labels else None
     if unavailable:
-        log.warning("train.stereo_prior_steps=%d: training without the plane-sweep labels, %s; set "
-                    "train.stereo_prior_steps=0 to say so", config.train.stereo_prior_steps, unavailable)
+        log.warning("train.%s=%d: training without the plane-sweep labels, %s; set train.%s=0 to say so",
+                    stereo_labels, label_steps, unavailable, stereo_labels)
     if config.train.pose_prior_steps > 0:
         pose_table = load_or_compute_pose_priors(dataset, pose_prior_path(run_dir), progress)
         attach_pose_priors(dataset, pose_table)
@@ -96,7 +97,7 @@ def _fit(stage, dataset, config: Config, run_dir: Path, steps: int, fit_kwargs: 
 def run_pretrain(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     with seeded(config.train.seed):
         stage = PretrainStage(config)
-    dataset = training_dataset(config, run_dir, with_masks=False, stereo_labels=True)
+    dataset = training_dataset(config, run_dir, with_masks=False, stereo_labels="stereo_prior_steps")
     return _fit(stage, dataset, config, run_dir, config.train.pretrain_steps, fit_kwargs)
 
 
@@ -125,7 +126,7 @@ def run_teacher(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     with seeded(config.train.seed):
         stage = TeacherStage(config)
     stage.start_from(pretrain["models"])
-    dataset = training_dataset(config, run_dir, with_masks=with_masks)
+    dataset = training_dataset(config, run_dir, with_masks=with_masks, stereo_labels="stereo_prior_teacher_steps")
     return _fit(stage, dataset, config, run_dir, config.train.teacher_steps, fit_kwargs)
 
 
@@ -142,7 +143,7 @@ def run_student(config: Config, run_dir: Path, **fit_kwargs) -> Path:
     with seeded(config.train.seed):
         stage = StudentStage(config)
     stage.start_from(teacher["models"][TEACHER], teacher["models"][POSE], pretrain["models"][MULTI])
-    dataset = training_dataset(config, run_dir, with_masks=with_masks)
+    dataset = training_dataset(config, run_dir, with_masks=with_masks, stereo_labels="stereo_prior_student_steps")
     return _fit(stage, dataset, config, run_dir, config.train.student_steps, fit_kwargs)
 
 

@@ -20,6 +20,7 @@ import contextlib
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mfdepth import geometry, losses, masks
 from mfdepth.config import Config
@@ -231,6 +232,21 @@ class StageModule(nn.Module):
                 scalars[name] = term
         return loss
 
+    def labels_term(self, batch: dict, depth: torch.Tensor, steps: int,
+                    excluded: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``loss.stereo_prior_weight`` times :func:`mfdepth.losses.stereo_prior_loss` on ``depth`` ``(B,1,H,W)``
+        during this stage's first ``steps`` steps, without the label cells that touch a pixel of
+        ``excluded`` ``(B,1,H,W)`` bool (e.g. the depth inconsistency mask)."""
+        labels = batch.get("stereo_depth")
+        weight = self.config.loss.stereo_prior_weight
+        if labels is None or weight == 0 or not self.training or self.global_step >= steps:
+            return None
+        if excluded is not None:
+            touched = F.adaptive_max_pool2d(excluded.float(), labels.shape[-2:]) > 0
+            labels = labels.masked_fill(touched, 0.0)
+        band = self.config.loss.stereo_prior_band
+        return weight * losses.stereo_prior_loss(depth, labels, band if band > 0 else None)
+
     def cost_volume_inputs(self, target_aug, previous_aug, T_prev_target, generator):
         """Apply the static-camera and zero-cost-volume augmentations (METHOD.md).
 
@@ -289,17 +305,11 @@ class PretrainStage(StageModule):
         return (self.global_step if step is None else step) >= self.config.train.warmup_steps
 
     def stereo_prior_term(self, batch: dict, depth: torch.Tensor, network: str) -> torch.Tensor | None:
-        """``loss.stereo_prior_weight`` times :func:`mfdepth.losses.stereo_prior_loss` on the depth ``(B,1,H,W)``
-        of ``network`` (``single`` or ``multi``) during the first ``train.stereo_prior_steps`` steps, when
-        ``loss.stereo_prior_network`` names it (or is ``both``)."""
-        labels = batch.get("stereo_depth")
-        weight = self.config.loss.stereo_prior_weight
-        if (labels is None or weight == 0 or not self.training
-                or self.config.loss.stereo_prior_network not in (network, "both")
-                or self.global_step >= self.config.train.stereo_prior_steps):
+        """The labels' term on the depth of ``network`` (``single`` or ``multi``) during the first
+        ``train.stereo_prior_steps`` steps, when ``loss.stereo_prior_network`` names it (or is ``both``)."""
+        if self.config.loss.stereo_prior_network not in (network, "both"):
             return None
-        band = self.config.loss.stereo_prior_band
-        return weight * losses.stereo_prior_loss(depth, labels, band if band > 0 else None)
+        return self.labels_term(batch, depth, self.config.train.stereo_prior_steps)
 
     def warping_poses(self, batch: dict, poses: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """The poses the photometric loss warps with: during the first ``train.pose_prior_warp_steps``
@@ -394,7 +404,9 @@ class TeacherStage(StageModule):
         scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"]}
         if dynamic is not None:
             scalars["dynamic_fraction"] = dynamic.float().mean()
-        loss = self.add_terms(terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses))
+        loss = self.add_terms(terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses),
+                              stereo_prior=self.labels_term(batch, out["depth"][0],
+                                                            self.config.train.stereo_prior_teacher_steps, dynamic))
         return loss, {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
 
 
@@ -479,6 +491,8 @@ class StudentStage(StageModule):
         if exclude is not None:
             untrusted = untrusted | exclude
         loss = self.add_terms(terms["loss"] + cfg.distillation_weight * distill, scalars,
-                              cost_volume_target=self.cost_volume_target_term(student, untrusted))
+                              cost_volume_target=self.cost_volume_target_term(student, untrusted),
+                              stereo_prior=self.labels_term(batch, student["depth"][0],
+                                                            self.config.train.stereo_prior_student_steps, dynamic))
         images = {"depth_student": depth_image(student["depth"][0]), "depth_teacher": depth_image(teacher_depth)}
         return loss, {k: v.detach() for k, v in scalars.items()}, images
