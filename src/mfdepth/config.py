@@ -150,7 +150,7 @@ class LossConfig:
     stereo_prior_weight: float = 1.0
     """Weight of the plane-sweep depth labels on the single-frame net (``losses.stereo_prior_loss``) during
     the first ``train.stereo_prior_steps`` steps of the pretrain stage."""
-    stereo_prior_network: str = "single"
+    stereo_prior_network: str = "both"
     """Which pretrain net the labels supervise: ``single`` (S0, from the first step), ``multi`` (M0, once
     it joins; S0 then learns from the photometric loss alone, so the two disagree where the labels are
     wrong: on moving objects, which the depth inconsistency mask is to find) or ``both`` (S0 from the first
@@ -207,17 +207,18 @@ class TrainConfig:
     kept, so the depth scale is still learned) instead of the pose net's own, while the prior
     supervises the pose net; only within the prior's ``pose_prior_steps`` (0 there turns both off).
     The depth net then never learns from a wrong early pose (docs/convergence.md, failure 7)."""
-    stereo_prior_steps: int = 250
+    stereo_prior_steps: int = 500
     """Steps of the pretrain stage during which plane-sweep depth labels, computed once from the frames and
-    the two-view pose prior (``mfdepth.training.stereo_prior``), supervise the single-frame net's shape;
-    0 = off. They need the pose prior (``pose_prior_steps`` > 0) and the frames -1 and +1; without those
+    the two-view pose prior (``mfdepth.training.stereo_prior``), supervise the shape of the pretrain nets
+    that ``loss.stereo_prior_network`` names; 0 = off. They need the pose prior (``pose_prior_steps`` > 0) and the frames -1 and +1; without those
     the run trains without labels and says so (:func:`stereo_prior_unavailable`). On the synthetic world
     every network of every seed is better on all and static pixels and worse on moving ones; on the real
     HoloLens clip far better (docs/convergence.md, failure 9)."""
     stereo_prior_teacher_steps: int = 0
     """Steps of the teacher stage during which the same labels supervise the robust teacher S*'s shape (none
     on a cell the depth inconsistency mask touches); 0 = off. Without them the teacher stage's photometric
-    loss undoes part of what S0 learned from the labels (docs/convergence.md, failure 9)."""
+    loss undoes part of what S0 learned from the labels, but with them S* learns the cars the mask misses
+    too far, and the student inherits it (docs/convergence.md, failure 9)."""
     stereo_prior_student_steps: int = 0
     """Steps of the student stage during which the labels supervise the multi-frame student's shape (none on
     a cell the depth inconsistency mask touches); 0 = off."""
