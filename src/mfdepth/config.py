@@ -148,8 +148,8 @@ class LossConfig:
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
     stereo_prior_weight: float = 1.0
-    """Weight of the plane-sweep depth labels on the single-frame net (``losses.stereo_prior_loss``) during
-    the first ``train.stereo_prior_steps`` steps of the pretrain stage."""
+    """Weight of the plane-sweep depth labels (``losses.stereo_prior_loss``) in every stage that uses them
+    (``train.stereo_prior_steps``, ``stereo_prior_teacher_steps``, ``stereo_prior_student_steps``)."""
     stereo_prior_network: str = "both"
     """Which pretrain net the labels supervise: ``single`` (S0, from the first step), ``multi`` (M0, once
     it joins; S0 then learns from the photometric loss alone, so the two disagree where the labels are
@@ -210,8 +210,9 @@ class TrainConfig:
     stereo_prior_steps: int = 500
     """Steps of the pretrain stage during which plane-sweep depth labels, computed once from the frames and
     the two-view pose prior (``mfdepth.training.stereo_prior``), supervise the shape of the pretrain nets
-    that ``loss.stereo_prior_network`` names; 0 = off. They need the pose prior (``pose_prior_steps`` > 0) and the frames -1 and +1; without those
-    the run trains without labels and says so (:func:`stereo_prior_unavailable`). On the synthetic world
+    that ``loss.stereo_prior_network`` names; 0 = off. They need the pose prior (``pose_prior_steps`` > 0)
+    and the frames -1 and +1; without those the run trains without labels and says so
+    (:func:`stereo_prior_unavailable`). On the synthetic world
     every network of every seed is better on all and static pixels and worse on moving ones; on the real
     HoloLens clip far better (docs/convergence.md, failure 9)."""
     stereo_prior_teacher_steps: int = 0
