@@ -223,6 +223,10 @@ class TrainConfig:
     stereo_prior_student_steps: int = 0
     """Steps of the student stage during which the labels supervise the multi-frame student's shape (none on
     a cell the depth inconsistency mask touches); 0 = off."""
+    stereo_prior_fade_steps: int = 0
+    """The labels' weight falls linearly to 0 over the last this many of their steps, in every stage that
+    uses them, instead of stopping at once; 0 = a hard stop. When labels stop, the photometric loss alone
+    pulls a label-trained net away from where they held it (docs/convergence.md, failure 9)."""
     stereo_prior_identity_margin: float | None = 0.25
     """With ``stereo_prior_steps``: a 1/4-grid cell whose unwarped neighbour frame matches within ``1 +
     margin`` times its best depth hypothesis's cost gets no label (an auto-mask: what moves with the camera
@@ -525,7 +529,8 @@ def validate(config: Config) -> None:
                 "checkpoint_every", "log_every", "image_log_every"):
         at_least(f"train.{key}", getattr(t, key), 1)
     for key in ("lr_decay_step", "lr_warmup_steps", "warmup_steps", "pose_prior_steps", "pose_prior_warp_steps",
-                "stereo_prior_steps", "stereo_prior_teacher_steps", "stereo_prior_student_steps"):
+                "stereo_prior_steps", "stereo_prior_teacher_steps", "stereo_prior_student_steps",
+                "stereo_prior_fade_steps"):
         at_least(f"train.{key}", getattr(t, key), 0, " (0 = off)")
     at_least("eval.batch_size", e.batch_size, 1)
     if not 1 <= lo.num_scales <= 4:

@@ -280,6 +280,24 @@ def test_the_teacher_labels_skip_the_cells_the_mask_touches():
     assert stage.labels_term(batch, depth, 1) is None  # past its steps
 
 
+def test_the_labels_fade_linearly_over_their_last_steps():
+    from mfdepth.config import load_config
+    from mfdepth.training.stages import TeacherStage
+
+    stage = TeacherStage(load_config(None, ["train.stereo_prior_fade_steps=4"])).train()
+    labels = torch.ones(1, 1, 4, 6)
+    depth = torch.ones(1, 1, 16, 24)
+    depth[0, 0, :4, :4] = 3.0
+    full = np.log(3.0) / 24
+    batch = {"stereo_depth": labels}
+    expected = {0: full, 5: full, 6: full, 7: 0.75 * full, 9: 0.25 * full}  # 10 steps, the last 4 fading
+    for step, value in expected.items():
+        stage.global_step = step
+        assert stage.labels_term(batch, depth, 10).item() == pytest.approx(value, rel=1e-5), step
+    stage.global_step = 10
+    assert stage.labels_term(batch, depth, 10) is None
+
+
 def test_the_teacher_and_student_stages_learn_from_the_labels_within_their_steps(tiny_world, tmp_path):
     import csv
 

@@ -236,11 +236,15 @@ class StageModule(nn.Module):
                     excluded: torch.Tensor | None = None) -> torch.Tensor | None:
         """``loss.stereo_prior_weight`` times :func:`mfdepth.losses.stereo_prior_loss` on ``depth`` ``(B,1,H,W)``
         during this stage's first ``steps`` steps, without the label cells that touch a pixel of
-        ``excluded`` ``(B,1,H,W)`` bool (e.g. the depth inconsistency mask)."""
+        ``excluded`` ``(B,1,H,W)`` bool (e.g. the depth inconsistency mask). Over the last
+        ``train.stereo_prior_fade_steps`` of them the weight falls linearly toward 0."""
         labels = batch.get("stereo_depth")
         weight = self.config.loss.stereo_prior_weight
         if labels is None or weight == 0 or not self.training or self.global_step >= steps:
             return None
+        fade = min(self.config.train.stereo_prior_fade_steps, steps)
+        if fade:
+            weight = weight * min(1.0, (steps - self.global_step) / fade)
         if excluded is not None:
             touched = F.adaptive_max_pool2d(excluded.float(), labels.shape[-2:]) > 0
             labels = labels.masked_fill(touched, 0.0)
