@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from mfdepth.config import apply_overrides, config_from_dict
 from mfdepth.data import build_dataset
+from mfdepth.data.files import table_rows
 from mfdepth.models.factory import build_single
 from mfdepth.training.checkpoint import load_checkpoint
-from stereo_labels import true_relative
+from stereo_labels import motion_cells, true_depth, true_relative
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BANDS = (1.25, 1.5, 2.0, 3.0)
@@ -50,15 +50,15 @@ def main() -> None:
     net = build_single(config)
     net.load_state_dict(checkpoint["models"][args.network])
     net.eval()
-    with np.load(run / "stereo_prior.npz", allow_pickle=False) as table:
-        ids, labels = list(table["ids"]), table["depth"]
     dataset = build_dataset(config.data, "train", augment=False)
+    with np.load(run / "stereo_prior.npz", allow_pickle=False) as table:
+        labels = table["depth"][table_rows(table["ids"], dataset.sample_ids, "stereo prior")]
     root = Path(config.data.root)
     rows = {band: {"moving_kept": 0, "static_kept": 0, "errors": []} for band in BANDS}
     moving_total = static_total = 0
     all_errors = {"moving": [], "static": []}
     for index, sample_id in enumerate(dataset.sample_ids):
-        label = torch.from_numpy(labels[ids.index(sample_id)])[None]
+        label = torch.from_numpy(labels[index])[None]
         if not (label > 0).any():
             continue
         sample = dataset[index]
@@ -70,12 +70,8 @@ def main() -> None:
         labelled = label > 0
         residual = (log_depth - label.clamp_min(1e-9).log())[labelled]
         deviation = (residual - residual.median()).abs()
-        folder, frame = sample_id.split()[:2]
-        truth = torch.from_numpy(np.load(root / folder / "gt" / "depth" / f"{int(frame):010d}.npy")).float()
-        truth = F.interpolate(truth[None, None], size=label.shape[-2:], mode="nearest")[labelled]
-        motion = np.asarray(Image.open(root / folder / "gt" / "dynamic" / f"{int(frame):010d}.png")) > 0
-        motion = torch.from_numpy(motion.astype(np.float32))[None, None]
-        moving = (F.adaptive_max_pool2d(motion, label.shape[-2:]) > 0)[labelled]
+        truth = true_depth(root, sample_id, label.shape[-2:])[None, None][labelled]
+        moving = motion_cells(root, sample_id, label.shape[-2:])[None, None][labelled]
         length = float(np.linalg.norm(true_relative(root, sample_id, -1)[:3, 3]))
         error = (label[labelled] * length - truth).abs() / truth.clamp_min(1e-3)
         usable = (truth > 1e-3) & (truth < 80.0)

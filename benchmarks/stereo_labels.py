@@ -51,6 +51,21 @@ def true_relative(root: Path, sample_id: str, offset: int) -> np.ndarray:
     return np.linalg.inv(poses[int(frame) + offset]) @ poses[int(frame)]
 
 
+def true_depth(root: Path, sample_id: str, shape) -> torch.Tensor:
+    """``shape`` ``(h, w)`` true depth of a sample's target frame (nearest sample), metres."""
+    folder, frame = sample_id.split()[:2]
+    truth = torch.from_numpy(np.load(root / folder / "gt" / "depth" / f"{int(frame):010d}.npy")).float()
+    return F.interpolate(truth[None, None], size=tuple(shape), mode="nearest")[0, 0]
+
+
+def motion_cells(root: Path, sample_id: str, shape) -> torch.Tensor:
+    """``shape`` ``(h, w)`` bool: the cells of a sample's target frame that touch a truly moving pixel."""
+    folder, frame = sample_id.split()[:2]
+    motion = np.asarray(Image.open(root / folder / "gt" / "dynamic" / f"{int(frame):010d}.png")) > 0
+    motion = torch.from_numpy(motion.astype(np.float32))[None, None]
+    return F.interpolate(motion, size=tuple(shape), mode="area")[0, 0] > 0
+
+
 def true_pose_table(root: Path, dataset, prior: dict) -> dict:
     """The prior's table with the true rotations and unit-length true directions, every pair valid."""
     poses = prior["poses"].copy()
@@ -67,8 +82,7 @@ def score(root: Path, dataset, labels: np.ndarray) -> dict:
     for index, sample_id in enumerate(dataset.sample_ids):
         folder, frame = sample_id.split()[:2]
         length = np.linalg.norm(true_relative(root, sample_id, -1)[:3, 3])
-        truth = torch.from_numpy(np.load(root / folder / "gt" / "depth" / f"{int(frame):010d}.npy")).float()
-        truth = F.interpolate(truth[None, None], size=labels.shape[-2:], mode="nearest")[0, 0]
+        truth = true_depth(root, sample_id, labels.shape[-2:])
         metres = torch.from_numpy(labels[index, 0]) * length
         usable = (metres > 0) & (truth > 1e-3) & (truth < 80.0)
         motion = np.asarray(Image.open(root / folder / "gt" / "dynamic" / f"{int(frame):010d}.png")) > 0
@@ -88,11 +102,7 @@ def score(root: Path, dataset, labels: np.ndarray) -> dict:
 def write_oracle_caches(root: Path, dataset, table: dict, paths: list[str]) -> None:
     depth = table["depth"].copy()
     for index, sample_id in enumerate(dataset.sample_ids):
-        folder, frame = sample_id.split()[:2]
-        motion = np.asarray(Image.open(root / folder / "gt" / "dynamic" / f"{int(frame):010d}.png")) > 0
-        motion = torch.from_numpy(motion.astype(np.float32))[None, None]
-        touched = F.interpolate(motion, size=depth.shape[-2:], mode="area")[0, 0] > 0
-        depth[index, 0][touched.numpy()] = 0.0
+        depth[index, 0][motion_cells(root, sample_id, depth.shape[-2:]).numpy()] = 0.0
     print(f"oracle labels: {(depth > 0).mean():.3f} of the cells labelled ({(table['depth'] > 0).mean():.3f} before)")
     for path in paths:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
