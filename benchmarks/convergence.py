@@ -64,7 +64,8 @@ def train_and_record(base_config, seed: int, stages: list[str], eval_every: int,
             if multi:
                 line += (f"  M {multi['abs_rel']:.3f} st {multi['abs_rel_static']:.3f} mv {multi['abs_rel_moving']:.3f}"
                          f" a1 {multi['a1']:.2f}  IoU {row['mask_iou']:.2f}")
-            line += f"  pose dir {row['pose_direction_deg']:.1f} rot {row['pose_rotation_deg']:.2f}"
+            line += (f"  pose dir {row['pose_direction_deg']:.1f} rot {row['pose_rotation_deg']:.2f}"
+                     f" depth/pose scale {row['scale_consistency']:.2f}")
             print(line, flush=True)
 
         began = time.time()

@@ -158,6 +158,11 @@ class LossConfig:
     stereo_prior_band: float = 0.0
     """When > 1, a label more than this factor off the single-frame depth (after the image's scale) is
     ignored (``losses.stereo_prior_loss``); 0 = every label counts."""
+    pose_length_weight: float = 0.0
+    """Weight of ``losses.pose_length_loss`` while the labels are on (pretrain ``train.stereo_prior_steps``,
+    teacher ``train.stereo_prior_teacher_steps``): the pose net's translation length pulled toward the one
+    the labels give for the single-frame depth, which keeps the two scales consistent on every sequence
+    (docs/convergence.md, failure 10); 0 = off."""
 
 
 @dataclass
@@ -554,7 +559,7 @@ def validate(config: Config) -> None:
     if not 0.0 <= m.adaptive_range_momentum <= 1.0:
         raise ConfigError(f"model.adaptive_range_momentum: {m.adaptive_range_momentum} must be between 0 and 1")
     for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "consistency_weight", "pose_prior_weight",
-                "cost_volume_target_weight", "stereo_prior_weight"):
+                "cost_volume_target_weight", "stereo_prior_weight", "pose_length_weight"):
         if getattr(lo, key) < 0:
             raise ConfigError(f"loss.{key}: {getattr(lo, key)} must be 0 or more")
     if not 0 < lo.consistency_low < lo.consistency_high:

@@ -427,6 +427,52 @@ def stereo_prior_loss(depth: Tensor, labels: Tensor, band: float | None = None) 
     return masked_mean(deviation, trusted)
 
 
+def label_translation_length(depth: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The translation length that makes ``depth`` agree with plane-sweep labels, per image.
+
+    A label is a depth in units of the previous frame's translation length
+    (:mod:`mfdepth.training.stereo_prior`), so over an image's labelled cells ``depth / label`` is that
+    length in the depth's own unit; the median of its log is robust to the few wrong labels.
+
+    Args:
+        depth: ``(B, 1, H, W)`` predicted depth (any unit).
+        labels: ``(B, 1, h, w)`` labels, 0 = none; H / h = W / w an integer.
+    Returns:
+        ``(log_length (B,), enough (B,) bool)``: the log length, and whether the image has at least
+        :data:`STEREO_PRIOR_MIN_CELLS` labelled cells (elsewhere ``log_length`` is 0 and meaningless).
+    """
+    cell = depth.shape[-1] // labels.shape[-1]
+    log_depth = F.avg_pool2d(torch.log(depth.float().clamp_min(1e-6)), cell)
+    labelled = labels > 0
+    residual = torch.where(labelled, log_depth - torch.log(labels.clamp_min(1e-9)), torch.full_like(log_depth, float("nan")))
+    log_length = torch.nanmedian(residual.flatten(1), dim=1).values.nan_to_num(0.0)
+    return log_length, labelled.flatten(1).sum(dim=1) >= STEREO_PRIOR_MIN_CELLS
+
+
+def pose_length_loss(T_pred: Tensor, depth: Tensor, labels: Tensor) -> Tensor:
+    """The pose net's translation length pulled toward the one the labels give for the (fixed) depth.
+
+    The photometric loss ties the translation's length to the depth's scale only near agreement: a pose
+    net that predicts one length for every speed warps slow sequences several times too far, the
+    auto-mask then drops most of their pixels, and nothing pulls the length back (docs/convergence.md,
+    failure 10). The labels know, per image, how long the previous translation is in the depth's unit
+    (:func:`label_translation_length`); this term asks the pose net for that length, the depth detached
+    so that it follows the depth and never moves it.
+
+    Args:
+        T_pred: ``(B, 4, 4)`` predicted ``T_source_target`` of the previous frame (its translation's norm
+            is the length, in either direction).
+        depth: ``(B, 1, H, W)`` the single-frame depth (detached here).
+        labels: ``(B, 1, h, w)`` plane-sweep labels, 0 = none.
+    Returns:
+        Scalar: mean over images with enough labels of ``|log |t| - log length|``; 0 with the graph intact
+        when there are none.
+    """
+    log_length, enough = label_translation_length(depth.detach(), labels)
+    log_norm = torch.log(T_pred[:, :3, 3].float().norm(dim=1).clamp_min(1e-9))
+    return masked_mean((log_norm - log_length).abs(), enough)
+
+
 def pose_prior_loss(T_pred: Tensor, T_prior: Tensor, valid: Tensor | None = None) -> Tensor:
     """Agreement of predicted relative poses with a scale-free prior (classical two-view geometry).
 

@@ -317,3 +317,49 @@ def test_the_teacher_and_student_stages_learn_from_the_labels_within_their_steps
         with (tmp_path / "run" / "logs" / f"{stage}.csv").open() as handle:
             rows = list(csv.DictReader(handle))
         assert float(rows[0]["stereo_prior"]) >= 0 and rows[1]["stereo_prior"] == ""
+
+
+def test_the_labels_give_the_translation_length_of_a_depth_in_its_own_unit():
+    labels = torch.rand(3, 1, 4, 6) + 0.5
+    labels[0, 0, 0, :3] = 0.0  # unlabelled cells do not count
+    labels[2, 0, 1:] = 0.0  # image 2: fewer labelled cells than the minimum
+    lengths = torch.tensor([0.02, 1.5, 4.0])
+    depth = lengths.view(3, 1, 1, 1) * F.interpolate(labels, scale_factor=4, mode="nearest")
+    depth[0, 0, 4:8, 4:8] *= 10.0  # one wrong label: the median ignores it
+    log_length, enough = losses.label_translation_length(depth, labels)
+    assert enough.tolist() == [True, True, False]
+    torch.testing.assert_close(log_length[:2], torch.log(lengths[:2]), rtol=0, atol=1e-5)
+
+
+def test_the_pose_length_loss_moves_the_translation_toward_the_labels_length_and_never_the_depth():
+    labels = torch.rand(2, 1, 4, 6) + 0.5
+    depth = 0.3 * F.interpolate(labels, scale_factor=4, mode="nearest")  # the previous translation is 0.3 long
+    depth.requires_grad_(True)
+    translation = torch.tensor([[0.0, 0.0, 0.6], [0.3, 0.0, 0.0]], requires_grad=True)  # 2x too long, exact
+    T = torch.eye(4).repeat(2, 1, 1)
+    T[:, :3, 3] = translation
+    loss = losses.pose_length_loss(T, depth, labels)
+    assert loss.item() == pytest.approx(np.log(2.0) / 2, rel=1e-5)
+    loss.backward()
+    assert depth.grad is None or depth.grad.abs().sum() == 0
+    assert translation.grad[0, 2] > 0 and translation.grad[1].abs().sum() == 0  # shorten the long one only
+    empty = losses.pose_length_loss(T, depth.detach(), torch.zeros_like(labels))
+    assert empty.item() == 0.0
+
+
+def test_the_pose_length_term_is_on_while_the_labels_are():
+    from mfdepth.config import load_config
+    from mfdepth.training.stages import PretrainStage
+
+    stage = PretrainStage(load_config(None, ["loss.pose_length_weight=0.5"])).train()
+    labels = torch.ones(1, 1, 4, 6)
+    depth = 2.0 * torch.ones(1, 1, 16, 24)  # the labels say the previous translation is 2 long
+    T = torch.eye(4)[None].clone()
+    T[0, 2, 3] = 2.0 * np.e  # e times too long
+    batch = {"stereo_depth": labels}
+    assert stage.pose_length_term(batch, {-1: T, 1: T}, depth, 10).item() == pytest.approx(0.5, rel=1e-5)
+    assert stage.pose_length_term(batch, {1: T}, depth, 10) is None  # no previous frame
+    stage.global_step = 10
+    assert stage.pose_length_term(batch, {-1: T}, depth, 10) is None  # past the labels' steps
+    off = PretrainStage(load_config(None, [])).train()
+    assert off.pose_length_term(batch, {-1: T}, depth, 10) is None  # weight 0 by default

@@ -105,10 +105,14 @@ class ConvergenceJudge:
         errors = relative_pose_errors(T.numpy(), self.true_poses)
         out["pose_direction_deg"] = errors["direction_deg"]
         out["pose_rotation_deg"] = errors["rotation_deg"]
+        out["pose_scale"] = errors["scale"]
         single_net = nets.get("single") or nets.get("teacher")
         single = torch.cat([single_net(self.target[i:i + 8])["depth"][0] for i in range(0, len(self.target), 8)])
         single = self._scaled(single)
         out["single"] = self._depth_scores(single)
+        # The depth's scale over the translation's, both against the truth: 1 when the warp moves pixels as
+        # the true motion does; a stage whose nets disagree here starts in a false minimum of the loss.
+        out["scale_consistency"] = out["single"]["median_ratio"] / errors["scale"]
         multi_net = nets.get("multi")
         if multi_net is not None and with_multi:
             multi = torch.cat([

@@ -239,17 +239,32 @@ class StageModule(nn.Module):
         ``excluded`` ``(B,1,H,W)`` bool (e.g. the depth inconsistency mask). Over the last
         ``train.stereo_prior_fade_steps`` of them the weight falls linearly toward 0."""
         labels = batch.get("stereo_depth")
-        weight = self.config.loss.stereo_prior_weight
-        if labels is None or weight == 0 or not self.training or self.global_step >= steps:
+        weight = self.label_fade(steps) * self.config.loss.stereo_prior_weight
+        if labels is None or weight == 0:
             return None
-        fade = min(self.config.train.stereo_prior_fade_steps, steps)
-        if fade:
-            weight = weight * min(1.0, (steps - self.global_step) / fade)
         if excluded is not None:
             touched = F.adaptive_max_pool2d(excluded.float(), labels.shape[-2:]) > 0
             labels = labels.masked_fill(touched, 0.0)
         band = self.config.loss.stereo_prior_band
         return weight * losses.stereo_prior_loss(depth, labels, band if band > 0 else None)
+
+    def label_fade(self, steps: int) -> float:
+        """The labels' weight factor at this step of a stage that uses them for its first ``steps``: 1, then
+        falling linearly to 0 over the last ``train.stereo_prior_fade_steps``; 0 outside training."""
+        if not self.training or self.global_step >= steps:
+            return 0.0
+        fade = min(self.config.train.stereo_prior_fade_steps, steps)
+        return min(1.0, (steps - self.global_step) / fade) if fade else 1.0
+
+    def pose_length_term(self, batch: dict, poses: dict[int, torch.Tensor], depth: torch.Tensor,
+                         steps: int) -> torch.Tensor | None:
+        """``loss.pose_length_weight`` times :func:`mfdepth.losses.pose_length_loss` on the previous frame's
+        pose, for the single-frame ``depth`` ``(B,1,H,W)``, while the labels are on (the first ``steps``)."""
+        labels = batch.get("stereo_depth")
+        weight = self.label_fade(steps) * self.config.loss.pose_length_weight
+        if labels is None or weight == 0 or -1 not in poses:
+            return None
+        return weight * losses.pose_length_loss(poses[-1], depth, labels)
 
     def cost_volume_inputs(self, target_aug, previous_aug, T_prev_target, generator):
         """Apply the static-camera and zero-cost-volume augmentations (METHOD.md).
@@ -341,7 +356,9 @@ class PretrainStage(StageModule):
         single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
         scalars = {"single_photometric": single_terms["photometric"]}
         loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses),
-                              stereo_prior=self.stereo_prior_term(batch, single["depth"][0], "single"))
+                              stereo_prior=self.stereo_prior_term(batch, single["depth"][0], "single"),
+                              pose_length=self.pose_length_term(batch, predicted_poses, single["depth"][0],
+                                                                self.config.train.stereo_prior_steps))
         images = {"depth_single": depth_image(teacher_depth)}
         if not self.multi_active():
             # The same columns in every row of the loss log (its header is fixed by the first row).
@@ -410,7 +427,9 @@ class TeacherStage(StageModule):
             scalars["dynamic_fraction"] = dynamic.float().mean()
         loss = self.add_terms(terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses),
                               stereo_prior=self.labels_term(batch, out["depth"][0],
-                                                            self.config.train.stereo_prior_teacher_steps, dynamic))
+                                                            self.config.train.stereo_prior_teacher_steps, dynamic),
+                              pose_length=self.pose_length_term(batch, poses, out["depth"][0],
+                                                                self.config.train.stereo_prior_teacher_steps))
         return loss, {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
 
 
