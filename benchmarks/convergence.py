@@ -90,8 +90,8 @@ def write_results(name: str, payload: dict) -> None:
         f"{payload['baselines']['per_row_prior']['moving']:.3f}).",
         "",
         "| seed | stage | step | s | S AbsRel | S metric | M AbsRel | M static | M moving | M d<1.25 | M metric "
-        "| mask IoU | pose dir (deg) | pose rot (deg) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mask IoU | pose dir (deg) | pose rot (deg) | depth / pose scale |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(value, fmt=".3f"):
@@ -105,7 +105,8 @@ def write_results(name: str, payload: dict) -> None:
                 f"| {cell(row['single']['abs_rel_metric'])} | {cell(multi.get('abs_rel'))} "
                 f"| {cell(multi.get('abs_rel_static'))} | {cell(multi.get('abs_rel_moving'))} | {cell(multi.get('a1'), '.2f')} "
                 f"| {cell(multi.get('abs_rel_metric'))} | {cell(row.get('mask_iou'), '.2f')} "
-                f"| {cell(row['pose_direction_deg'], '.1f')} | {cell(row['pose_rotation_deg'], '.2f')} |"
+                f"| {cell(row['pose_direction_deg'], '.1f')} | {cell(row['pose_rotation_deg'], '.2f')} "
+                f"| {cell(row.get('scale_consistency'), '.2f')} |"
             )
     (RESULTS / f"convergence_{name}.md").write_text("\n".join(lines) + "\n")
     plot_curves(payload, RESULTS / f"convergence_{name}.png")

@@ -158,11 +158,12 @@ class LossConfig:
     stereo_prior_band: float = 0.0
     """When > 1, a label more than this factor off the single-frame depth (after the image's scale) is
     ignored (``losses.stereo_prior_loss``); 0 = every label counts."""
-    pose_length_weight: float = 0.0
+    pose_length_weight: float = 0.1
     """Weight of ``losses.pose_length_loss`` while the labels are on (pretrain ``train.stereo_prior_steps``,
     teacher ``train.stereo_prior_teacher_steps``): the pose net's translation length pulled toward the one
     the labels give for the single-frame depth, which keeps the two scales consistent on every sequence
-    (docs/convergence.md, failure 10); 0 = off."""
+    (docs/convergence.md, failure 10: a pose net blind to the speed put one seed's slow sequences 4.5x
+    off); 0 = off."""
 
 
 @dataclass

@@ -361,5 +361,5 @@ def test_the_pose_length_term_is_on_while_the_labels_are():
     assert stage.pose_length_term(batch, {1: T}, depth, 10) is None  # no previous frame
     stage.global_step = 10
     assert stage.pose_length_term(batch, {-1: T}, depth, 10) is None  # past the labels' steps
-    off = PretrainStage(load_config(None, [])).train()
-    assert off.pose_length_term(batch, {-1: T}, depth, 10) is None  # weight 0 by default
+    off = PretrainStage(load_config(None, ["loss.pose_length_weight=0"])).train()
+    assert off.pose_length_term(batch, {-1: T}, depth, 10) is None

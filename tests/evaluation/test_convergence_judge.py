@@ -1,0 +1,45 @@
+"""The convergence judge's scale consistency against nets that output the world's truth at known scales."""
+
+import pytest
+import torch
+from torch import nn
+
+from mfdepth.config import load_config
+from mfdepth.evaluation.convergence import ConvergenceJudge
+from mfdepth.synth import ensure_world
+
+
+class _Replay(nn.Module):
+    """Returns precomputed outputs in the order the judge asks for them."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs, self.calls = outputs, 0
+
+    def forward(self, *args, **kwargs):
+        out = self.outputs[self.calls]
+        self.calls += 1
+        return out
+
+
+@pytest.fixture(scope="module")
+def judge(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    ensure_world(root, preset="tiny")
+    return ConvergenceJudge(load_config(None, [f"data.root={root}", "data.height=64", "data.width=192"]))
+
+
+@pytest.mark.parametrize("depth_scale, pose_scale", [(0.5, 0.5), (0.5, 1.0), (0.01, 0.04)])
+def test_the_judge_reads_how_far_the_depth_and_pose_scales_disagree(judge, depth_scale, pose_scale):
+    truth = torch.stack([torch.from_numpy(g) for g in judge.gts])[:, None].float()
+    truth = torch.where(truth > 0, truth, torch.full_like(truth, 80.0))  # sky: any depth, it is not scored
+    depth = depth_scale * torch.nn.functional.interpolate(truth, size=judge.target.shape[-2:], mode="nearest")
+    poses = torch.from_numpy(judge.true_poses).float().clone()
+    poses[:, :3, 3] *= pose_scale
+    nets = {"pose": _Replay([poses]),
+            "single": _Replay([{"depth": [depth[i:i + 8]]} for i in range(0, len(depth), 8)])}
+    row = judge.score(nets, with_multi=False)
+    assert row["single"]["abs_rel"] < 0.05  # the truth's shape, resized
+    assert row["pose_direction_deg"] < 1e-3
+    assert row["pose_scale"] == pytest.approx(1.0 / pose_scale, rel=1e-4)
+    assert row["scale_consistency"] == pytest.approx(pose_scale / depth_scale, rel=0.02)
