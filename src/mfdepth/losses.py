@@ -413,13 +413,8 @@ def stereo_prior_loss(depth: Tensor, labels: Tensor, band: float | None = None) 
         Scalar, the mean over the labelled cells of the images with at least
         :data:`STEREO_PRIOR_MIN_CELLS`; 0 with the graph intact when there are none.
     """
-    cell = depth.shape[-1] // labels.shape[-1]
-    log_depth = F.avg_pool2d(torch.log(depth.float().clamp_min(1e-6)), cell)
-    labelled = labels > 0
-    residual = log_depth - torch.log(labels.clamp_min(1e-9))
-    flat = torch.where(labelled, residual, torch.full_like(residual, float("nan"))).flatten(1)
-    offset = torch.nanmedian(flat.detach(), dim=1).values.nan_to_num(0.0)
-    enough = labelled.flatten(1).sum(dim=1) >= STEREO_PRIOR_MIN_CELLS
+    residual, labelled = _label_log_residual(depth, labels)
+    offset, enough = _median_per_image(residual.detach(), labelled)
     deviation = (residual - offset[:, None, None, None]).abs()
     trusted = labelled & enough[:, None, None, None]
     if band is not None:
@@ -441,12 +436,23 @@ def label_translation_length(depth: Tensor, labels: Tensor) -> tuple[Tensor, Ten
         ``(log_length (B,), enough (B,) bool)``: the log length, and whether the image has at least
         :data:`STEREO_PRIOR_MIN_CELLS` labelled cells (elsewhere ``log_length`` is 0 and meaningless).
     """
+    return _median_per_image(*_label_log_residual(depth, labels))
+
+
+def _label_log_residual(depth: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log pool(D) - log label, labelled)``, both ``(B, 1, h, w)``: ``pool`` averages the log depth over
+    each label cell; the residual is meaningless where ``labelled`` is False."""
     cell = depth.shape[-1] // labels.shape[-1]
     log_depth = F.avg_pool2d(torch.log(depth.float().clamp_min(1e-6)), cell)
-    labelled = labels > 0
-    residual = torch.where(labelled, log_depth - torch.log(labels.clamp_min(1e-9)), torch.full_like(log_depth, float("nan")))
-    log_length = torch.nanmedian(residual.flatten(1), dim=1).values.nan_to_num(0.0)
-    return log_length, labelled.flatten(1).sum(dim=1) >= STEREO_PRIOR_MIN_CELLS
+    return log_depth - torch.log(labels.clamp_min(1e-9)), labels > 0
+
+
+def _median_per_image(residual: Tensor, labelled: Tensor) -> tuple[Tensor, Tensor]:
+    """``(median (B,), enough (B,) bool)``: each image's median residual over its labelled cells (0 where
+    none), and whether it has at least :data:`STEREO_PRIOR_MIN_CELLS` of them."""
+    flat = torch.where(labelled, residual, torch.full_like(residual, float("nan"))).flatten(1)
+    median = torch.nanmedian(flat, dim=1).values.nan_to_num(0.0)
+    return median, labelled.flatten(1).sum(dim=1) >= STEREO_PRIOR_MIN_CELLS
 
 
 def pose_length_loss(T_pred: Tensor, depth: Tensor, labels: Tensor) -> Tensor:
