@@ -83,6 +83,9 @@ class ModelConfig:
     the sigmoid's midpoint (about 2 * min_depth). Lets min_depth go lower without changing the start."""
     msff: bool = True
     """Multi-scale feature fusion for matching (off = ManyDepth's single-scale matching)."""
+    msff_residual: bool = False
+    """The fusion's mix is added to the single-scale features and starts at zero, so the student,
+    joining from the baseline M0, starts as M0 (false = the mix alone, from a random start)."""
     matching_channels: int = 16
     """Channels of the learned projection the cost volume compares (0 = the full 1/4 features, as ManyDepth)."""
     fine_matching: bool = True
@@ -190,6 +193,11 @@ class TrainConfig:
     """step (10x drops every lr_decay_step) or cosine (from learning_rate down to 1% over each stage)."""
     lr_warmup_steps: int = 0
     """Linear learning-rate warm-up from 0 over the first steps of each stage."""
+    teacher_learning_rate: float | None = None
+    """The teacher stage's peak rate; None = ``learning_rate``. A lower one keeps more of what the
+    labelled pretrain stage taught S0 (docs/convergence.md, failure 9 and the recipe)."""
+    student_learning_rate: float | None = None
+    """The student stage's peak rate; None = ``learning_rate``."""
     multi_from_single: bool = False
     """Pretrain stage: the multi-frame net joins as a copy of the single-frame net whose cost-volume
     weights are zero (:meth:`MultiFrameDepthNet.start_from_single`), instead of from its own random
@@ -552,6 +560,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data.focal_px: {d.focal_px} must be a positive focal length in pixels")
     if not t.learning_rate > 0:
         raise ConfigError(f"train.learning_rate: {t.learning_rate} must be positive (e.g. 2e-4)")
+    for key in ("teacher_learning_rate", "student_learning_rate"):
+        rate = getattr(t, key)
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ConfigError(f"train.{key}: {rate} must be positive (e.g. 5e-5), or null for train.learning_rate")
     if t.grad_clip < 0:
         raise ConfigError(f"train.grad_clip: {t.grad_clip} must be 0 (off) or positive")
     for key in ("static_camera_prob", "zero_cost_volume_prob"):

@@ -102,6 +102,29 @@ def test_msff_off_matches_on_raw_quarter_features():
     assert any(k.startswith("fusion.") for k in fused.state_dict())
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_residual_fusion_starts_as_the_single_scale_net_whose_weights_it_takes(residual):
+    # The student joins from M0 (no MSFF): every weight but the fusion's is copied. Only the residual
+    # form, whose mix starts at zero, then computes exactly what M0 computes.
+    baseline = _small_multi(msff=False).eval()
+    torch.manual_seed(1)
+    student = MultiFrameDepthNet(num_depth_bins=8, msff=True, msff_residual=residual)
+    own = student.state_dict()
+    copied = {k: v for k, v in baseline.state_dict().items() if k in own and own[k].shape == v.shape}
+    assert set(own) - set(copied) == {k for k in own if k.startswith("fusion.")}
+    student.load_state_dict(copied, strict=False)
+    student.eval()
+    torch.manual_seed(2)
+    target, source = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
+    pose = torch.eye(4).expand(2, 4, 4).clone()
+    pose[:, 2, 3] = -0.5
+    with torch.no_grad():
+        expected = baseline(target, source, pose, _K(2, 64, 96))["depth"][0]
+        got = student(target, source, pose, _K(2, 64, 96))["depth"][0]
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6) == residual
+    assert student.msff_residual == residual
+
+
 @pytest.mark.parametrize("fine_matching", [False, True])
 def test_zero_cost_volume_equals_zeroed_costs(fine_matching):
     net = _small_multi(fine_matching=fine_matching).eval()

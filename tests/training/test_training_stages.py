@@ -162,6 +162,21 @@ def test_a_network_joining_late_gets_its_own_schedule(per_network):
         loop.learning_rate(1e-3, 99 if per_network else 199, 0, "cosine", 100 if per_network else 200))
 
 
+def test_teacher_and_student_stages_peak_at_their_own_rate_where_given():
+    config = load_config(None, ["train.lr_schedule=cosine", "train.learning_rate=2e-4",
+                                "train.teacher_learning_rate=5e-5"])
+    # Step 0 of a cosine schedule is its peak; the pretrain and student stages keep train.learning_rate.
+    assert loop.Schedule(config.train, 100, stage="teacher").rate(0) == pytest.approx(5e-5)
+    assert loop.Schedule(config.train, 100, stage="teacher").rate(100) == pytest.approx(5e-7)
+    assert loop.Schedule(config.train, 100, stage="student").rate(0) == pytest.approx(2e-4)
+    assert loop.Schedule(config.train, 100, stage="pretrain").rate(0) == pytest.approx(2e-4)
+    config = load_config(None, ["train.student_learning_rate=1e-4"])
+    assert loop.Schedule(config.train, 100, stage="student").rate(0) == pytest.approx(1e-4)
+    assert loop.Schedule(config.train, 100, stage="teacher").rate(0) == pytest.approx(config.train.learning_rate)
+    with pytest.raises(Exception, match="train.teacher_learning_rate"):
+        load_config(None, ["train.teacher_learning_rate=0"])
+
+
 def test_cost_volume_range_starts_at_the_teachers_depth(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "run", "model.adaptive_range_momentum=0.99")
     stage = PretrainStage(config)

@@ -93,7 +93,8 @@ class DepthPredictor:
                 raise CheckpointError(f"{checkpoint} holds no multi-frame network (stage {meta.get('stage')}){hint}")
             self.multi = build_multi(self.config, msff=bool(meta.get("msff", self.config.model.msff)),
                                      fine_matching=bool(meta.get("fine_matching", self.config.model.fine_matching)),
-                                     cost_hint=bool(meta.get("cost_hint", False)))
+                                     cost_hint=bool(meta.get("cost_hint", False)),
+                                     msff_residual=bool(meta.get("msff_residual", False)))
             self.pose = build_pose(self.config)
             restore_networks(state, {MULTI: self.multi, POSE: self.pose}, checkpoint)
         else:

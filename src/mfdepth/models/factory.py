@@ -16,10 +16,12 @@ def build_single(config: Config):
     )
 
 
-def build_multi(config: Config, msff: bool, fine_matching: bool | None = None, cost_hint: bool | None = None):
+def build_multi(config: Config, msff: bool, fine_matching: bool | None = None, cost_hint: bool | None = None,
+                msff_residual: bool | None = None):
     """The multi-frame depth net M; ``msff`` picks multi-scale fusion or single-scale matching;
     ``fine_matching`` (default: the config's) adds the full-resolution image cost, ``cost_hint`` (default:
-    the config's) the lowest-cost depth as an input."""
+    the config's) the lowest-cost depth as an input, ``msff_residual`` (default: the config's) the
+    fusion's residual form."""
     from mfdepth.models import MultiFrameDepthNet
 
     m = config.model
@@ -28,6 +30,7 @@ def build_multi(config: Config, msff: bool, fine_matching: bool | None = None, c
         weights_path=m.pretrained_weights, matching_channels=m.matching_channels, initial_depth=m.initial_depth,
         fine_matching=m.fine_matching if fine_matching is None else fine_matching,
         cost_hint=m.cost_hint if cost_hint is None else cost_hint, encoder_width=m.encoder_width,
+        msff_residual=m.msff_residual if msff_residual is None else msff_residual,
     )
 
 

@@ -105,10 +105,16 @@ class MultiScaleFeatureFusion(nn.Module):
     A point seen at a different scale in the two frames (large forward motion) still finds a similar
     descriptor. Input: stem features ``(B,64,H/2,W/2)`` and layer-1 features ``(B,C,H/4,W/4)``;
     output ``(B,C,H/4,W/4)``, the same shape as the single-scale features it replaces.
+
+    ``residual``: the mix is added to the middle features, its last batch norm starting at zero
+    (torchvision's ``zero_init_residual``), so a fusion that has not learned yet passes the
+    single-scale features through unchanged: a student joining from the baseline M0 starts as M0
+    instead of matching on random features (docs/convergence.md, the recipe).
     """
 
-    def __init__(self, high_channels: int, middle_channels: int):
+    def __init__(self, high_channels: int, middle_channels: int, residual: bool = False):
         super().__init__()
+        self.residual = residual
         self.down = nn.Sequential(
             nn.Conv2d(high_channels, middle_channels, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(middle_channels), nn.ReLU(inplace=True),
@@ -121,12 +127,15 @@ class MultiScaleFeatureFusion(nn.Module):
             nn.Conv2d(3 * middle_channels, middle_channels, 1, bias=False),
             nn.BatchNorm2d(middle_channels), nn.ReLU(inplace=True),
             nn.Conv2d(middle_channels, middle_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(middle_channels), nn.ReLU(inplace=True),
+            nn.BatchNorm2d(middle_channels),
         )
+        if residual:
+            nn.init.zeros_(self.mix[-1].weight)
 
     def forward(self, high: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
         coarse = F.interpolate(self.coarse(middle), size=middle.shape[-2:], mode="bilinear", align_corners=False)
-        return self.mix(torch.cat([self.down(high), middle, coarse], dim=1))
+        mixed = self.mix(torch.cat([self.down(high), middle, coarse], dim=1))
+        return F.relu(middle + mixed if self.residual else mixed)
 
 
 QUARTER = 4
@@ -151,13 +160,14 @@ class MultiFrameDepthNet(nn.Module):
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
                  max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None,
                  matching_channels: int = 16, initial_depth: float | None = None, fine_matching: bool = False,
-                 cost_hint: bool = False, encoder_width: float = 1.0):
+                 cost_hint: bool = False, encoder_width: float = 1.0, msff_residual: bool = False):
         super().__init__()
         self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
+        self.msff_residual = msff and msff_residual
         self.fine_matching, self.cost_hint = fine_matching, cost_hint
         self.encoder = ResnetEncoder(num_layers, 1, weights_path, width=encoder_width)
         ch = self.encoder.num_ch_enc
-        self.fusion = MultiScaleFeatureFusion(ch[0], ch[1]) if msff else None
+        self.fusion = MultiScaleFeatureFusion(ch[0], ch[1], residual=msff_residual) if msff else None
         # Matching on a learned low-dimensional projection of the features makes the cost volume (the
         # hot spot: one bilinear sample per channel, hypothesis and pixel) several times cheaper;
         # 0 matches on the full features, as ManyDepth does.

@@ -195,6 +195,13 @@ def make_optimizer(groups: list[dict], train_cfg) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=train_cfg.learning_rate, foreach=True)
 
 
+def stage_learning_rate(train_cfg, stage: str | None) -> float:
+    """The peak learning rate of a stage: its own (``train.<stage>_learning_rate``) where set, else
+    ``train.learning_rate``."""
+    own = getattr(train_cfg, f"{stage}_learning_rate", None) if stage in ("teacher", "student") else None
+    return train_cfg.learning_rate if own is None else own
+
+
 @dataclass
 class Schedule:
     """The learning rate of every step of a stage of ``max_steps`` steps (:func:`learning_rate` of the
@@ -202,20 +209,23 @@ class Schedule:
 
     With ``train.lr_per_network`` a network that joins the stage late (the multi-frame net after the
     pretrain stage's warm-up, ``first_step``) gets the whole schedule over its own steps, instead of
-    joining the shared one part-way down its decay."""
+    joining the shared one part-way down its decay. The teacher and student stages peak at
+    ``train.teacher_learning_rate`` / ``train.student_learning_rate`` where those are set."""
 
     train_cfg: Any
     max_steps: int
     first_step: Any = None
     """``callable(network name) -> int``: the step at which that network starts (default 0)."""
+    stage: str | None = None
+    """The stage's name, for its own peak rate (:func:`stage_learning_rate`)."""
 
     def rate(self, step: int, network: str | None = None) -> float:
         t = self.train_cfg
         start = 0
         if t.lr_per_network and self.first_step is not None and network is not None:
             start = min(self.first_step(network), self.max_steps - 1)
-        return learning_rate(t.learning_rate, max(step - start, 0), t.lr_decay_step, t.lr_schedule,
-                             self.max_steps - start, t.lr_warmup_steps)
+        return learning_rate(stage_learning_rate(t, self.stage), max(step - start, 0), t.lr_decay_step,
+                             t.lr_schedule, self.max_steps - start, t.lr_warmup_steps)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         for group in optimizer.param_groups:
@@ -513,7 +523,7 @@ def fit(
 
     trained = _distributed(module, runtime)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.autocast_dtype == torch.float16)
-    schedule = Schedule(train_cfg, max_steps, module.first_step)
+    schedule = Schedule(train_cfg, max_steps, module.first_step, module.name)
     batches_per_epoch = _batches_per_epoch(dataset, module.name, train_cfg.batch_size, runtime)
     clock = _Clock()
     training_log = (

@@ -447,6 +447,7 @@ class StudentStage(StageModule):
 
     def checkpoint_meta(self):
         return {"d_min": float(self.multi.d_min), "d_max": float(self.multi.d_max), "msff": self.multi.msff,
+                "msff_residual": self.multi.msff_residual,
                 "fine_matching": self.multi.fine_matching, "cost_hint": self.multi.cost_hint}
 
     def start_from(self, teacher: dict[str, dict], pose: dict[str, dict], multi: dict[str, dict] | None) -> None:
