@@ -196,7 +196,7 @@ class TrainConfig:
     """Linear learning-rate warm-up from 0 over the first steps of each stage."""
     teacher_learning_rate: float | None = None
     """The teacher stage's peak rate; None = ``learning_rate``. A lower one keeps more of what the
-    labelled pretrain stage taught S0 (docs/convergence.md, failure 9 and the recipe)."""
+    labelled pretrain stage taught S0 (docs/convergence.md, failures 10 and 11)."""
     student_learning_rate: float | None = None
     """The student stage's peak rate; None = ``learning_rate``."""
     multi_from_single: bool = False

@@ -39,14 +39,17 @@ def _sensitise(multi, single) -> None:
         multi.reduce[0].weight[:, match_channels:].mul_(300.0)
 
 
-def make_checkpoint(path: Path, dataset: str = "synthetic", stage: str = "student", msff: bool = True) -> Path:
-    """A checkpoint of randomly initialised tiny networks (64x192, 8 depth bins) with real metadata."""
+def make_checkpoint(path: Path, dataset: str = "synthetic", stage: str = "student", msff: bool = True,
+                    msff_residual: bool | None = True) -> Path:
+    """A checkpoint of randomly initialised tiny networks (64x192, 8 depth bins) with real metadata;
+    ``msff_residual=None`` writes no ``msff_residual`` entry, as checkpoints from before the switch."""
     config = load_config(overrides=[
         f"data.height={HEIGHT}", f"data.width={WIDTH}", "model.num_depth_bins=8", f"data.dataset={dataset}",
     ])
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    multi, pose, single = build_multi(config, msff=msff), build_pose(config), build_single(config)
+    multi = build_multi(config, msff=msff, msff_residual=bool(msff_residual))
+    pose, single = build_pose(config), build_single(config)
     for net in (multi, pose, single):
         _randomise_batch_norm(net, generator)
     _sensitise(multi, single)
@@ -55,7 +58,8 @@ def make_checkpoint(path: Path, dataset: str = "synthetic", stage: str = "studen
     models = {"multi": multi.state_dict(), "pose": pose.state_dict(), "teacher": single.state_dict()}
     if stage == "pretrain":
         models = {"single": single.state_dict(), "pose": pose.state_dict()}
-    meta = make_meta(to_dict(config), stage, d_min=D_MIN, d_max=D_MAX, msff=msff)
+    fusion = {} if msff_residual is None else {"msff_residual": multi.msff_residual}
+    meta = make_meta(to_dict(config), stage, d_min=D_MIN, d_max=D_MAX, msff=msff, **fusion)
     save_checkpoint(path, {"models": models, "optimizer": None, "step": 0, "stage": stage, "meta": meta})
     return path
 

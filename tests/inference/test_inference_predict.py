@@ -8,7 +8,7 @@ import logging
 import imageio_ffmpeg
 import numpy as np
 import torch
-from inference_helpers import PAIR, to_tensor
+from inference_helpers import PAIR, make_checkpoint, to_tensor
 from PIL import Image
 
 from mfdepth.cli import main
@@ -160,3 +160,13 @@ def test_folder_of_folders_writes_one_subfolder_per_sequence(checkpoint, frame_f
     assert rc == 0
     for name in ("a", "b"):
         assert sorted(p.stem for p in (out / name / "npy").glob("*.npy")) == ["0000", "0002", "0004"]
+
+
+def test_predictor_builds_the_fusion_its_checkpoint_records(tmp_path):
+    # A residual fusion computes something else from the same weights, so the predictor must follow the
+    # checkpoint; one written before the switch existed has the plain fusion.
+    for name, residual, expected in (("residual", True, True), ("plain", False, False), ("old", None, False)):
+        predictor = DepthPredictor(make_checkpoint(tmp_path / f"{name}.ckpt", msff_residual=residual),
+                                   device="cpu")
+        assert predictor.multi.msff_residual is expected
+        assert predictor.multi.fusion.residual is expected

@@ -109,7 +109,7 @@ class MultiScaleFeatureFusion(nn.Module):
     ``residual``: the mix is added to the middle features, its last batch norm starting at zero
     (torchvision's ``zero_init_residual``), so a fusion that has not learned yet passes the
     single-scale features through unchanged: a student joining from the baseline M0 starts as M0
-    instead of matching on random features (docs/convergence.md, the recipe).
+    instead of matching on random features (docs/convergence.md, failure 11).
     """
 
     def __init__(self, high_channels: int, middle_channels: int, residual: bool = False):
