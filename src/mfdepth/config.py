@@ -85,8 +85,9 @@ class ModelConfig:
     """Multi-scale feature fusion for matching (off = ManyDepth's single-scale matching)."""
     msff_residual: bool = True
     """The fusion's mix is added to the single-scale features and starts at zero, so the student,
-    joining from the baseline M0, starts as M0 (false = the mix alone, from a random start; three
-    seeds of the synthetic recipe: the full method 0.249 against 0.256, docs/convergence.md)."""
+    joining from the baseline M0, starts as M0 (false = the mix alone, from a random start). Three
+    seeds of the synthetic recipe: the full method 0.249 against 0.256; two seeds at 3x the steps
+    0.206 against 0.201, within seed noise both ways (docs/convergence.md, failure 11)."""
     matching_channels: int = 16
     """Channels of the learned projection the cost volume compares (0 = the full 1/4 features, as ManyDepth)."""
     fine_matching: bool = True
