@@ -63,7 +63,7 @@ def train_and_record(base_config, seed: int, stages: list[str], eval_every: int,
                     f" pinned {single['pinned_low']:.2f})")
             if multi:
                 line += (f"  M {multi['abs_rel']:.3f} st {multi['abs_rel_static']:.3f} mv {multi['abs_rel_moving']:.3f}"
-                         f" a1 {multi['a1']:.2f}  IoU {row['mask_iou']:.2f}")
+                         f" a1 {multi['a1']:.2f} photo {multi['photometric']:.4f}  IoU {row['mask_iou']:.2f}")
             line += (f"  pose dir {row['pose_direction_deg']:.1f} rot {row['pose_rotation_deg']:.2f}"
                      f" depth/pose scale {row['scale_consistency']:.2f}")
             print(line, flush=True)
@@ -90,8 +90,8 @@ def write_results(name: str, payload: dict) -> None:
         f"{payload['baselines']['per_row_prior']['moving']:.3f}).",
         "",
         "| seed | stage | step | s | S AbsRel | S metric | M AbsRel | M static | M moving | M d<1.25 | M metric "
-        "| mask IoU | pose dir (deg) | pose rot (deg) | depth / pose scale |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| M photometric | mask IoU | pose dir (deg) | pose rot (deg) | depth / pose scale |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(value, fmt=".3f"):
@@ -104,7 +104,8 @@ def write_results(name: str, payload: dict) -> None:
                 f"| {seed} | {row['stage']} | {row['step']} | {row['seconds']:.0f} | {cell(row['single']['abs_rel'])} "
                 f"| {cell(row['single']['abs_rel_metric'])} | {cell(multi.get('abs_rel'))} "
                 f"| {cell(multi.get('abs_rel_static'))} | {cell(multi.get('abs_rel_moving'))} | {cell(multi.get('a1'), '.2f')} "
-                f"| {cell(multi.get('abs_rel_metric'))} | {cell(row.get('mask_iou'), '.2f')} "
+                f"| {cell(multi.get('abs_rel_metric'))} | {cell(multi.get('photometric'), '.4f')} "
+                f"| {cell(row.get('mask_iou'), '.2f')} "
                 f"| {cell(row['pose_direction_deg'], '.1f')} | {cell(row['pose_rotation_deg'], '.2f')} "
                 f"| {cell(row.get('scale_consistency'), '.2f')} |"
             )

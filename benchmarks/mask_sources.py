@@ -29,6 +29,7 @@ from mfdepth.evaluation.convergence import ConvergenceJudge
 from mfdepth.evaluation.metrics import MaskQualityAccumulator
 from mfdepth.masks import compute_dynamic_mask, median_ratio
 from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
+from mfdepth.models.cost_volume import match_sharpness as cost_volume_match_sharpness
 from mfdepth.models.factory import build_multi, build_pose, build_single
 from mfdepth.training.checkpoint import load_checkpoint
 
@@ -41,8 +42,7 @@ def match_sharpness(multi, target, source, T, K):
     depths = multi.depth_bins(target.shape[0])
     cost, valid = pooled_cost_volume(target, source, T, K[:, :3, :3], depths, 4)
     filled, _, reliable = finish_cost_volume(cost, valid, depths)
-    median = filled.median(dim=1, keepdim=True).values
-    return (median - filled.amin(dim=1, keepdim=True)) / median.clamp_min(1e-6) * reliable
+    return cost_volume_match_sharpness(filled, reliable)
 
 
 def batched(fn, n, size=8):

@@ -291,3 +291,15 @@ def test_camera_height_scale_recovers_the_scale_of_a_rendered_road():
         factor = M.camera_height_scale(depth * unknown_scale, K, RENDERED_HEIGHT)
         # Parked cars, kerbs and pedestrians stand on the road; the robust fit still finds the road.
         assert factor.item() == pytest.approx(1.0 / unknown_scale, rel=0.05)
+
+
+def test_least_sharp_flags_all_but_each_images_sharpest_share():
+    from mfdepth.masks import least_sharp
+
+    sharpness = torch.stack([torch.arange(16.0), torch.arange(16.0).flip(0) * 0.01]).reshape(2, 1, 4, 4)
+    flat = least_sharp(sharpness, 0.25)
+    assert flat.shape == sharpness.shape and flat.dtype == torch.bool
+    kept = ~flat
+    assert kept.sum(dim=(1, 2, 3)).tolist() == [4, 4]  # per image, whatever its scale
+    assert torch.equal(sharpness[0][kept[0]].sort().values, torch.tensor([12.0, 13.0, 14.0, 15.0]))
+    assert not least_sharp(sharpness, 1.0).any()

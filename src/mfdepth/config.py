@@ -149,6 +149,16 @@ class LossConfig:
     net is pulled toward the volume's lowest-cost depth with this weight (pretrain and student stages;
     0 = off). Makes following the match a direct target rather than one the photometric loss must find
     (docs/convergence.md, failure 8: without it the net ignores its cost volume)."""
+    student_cost_volume_target_weight: float | None = None
+    """The same weight in the student stage alone; null = ``cost_volume_target_weight``. Once the net reads
+    its volume, the raw lowest-cost depth is a noisier target than the student's own depth (and a wrong
+    one on objects that move): 0 lets the student use its volume through the photometric loss only
+    (docs/convergence.md, failure 12)."""
+    cost_volume_target_sharp_fraction: float = 1.0
+    """Student stage: the share of each image's pixels, sharpest match first
+    (:func:`mfdepth.models.cost_volume.match_sharpness`), that the cost-volume target may pull; 1 = every
+    trusted pixel. A moving object's match is flat (no static-world depth explains it), so a smaller share
+    keeps the target on the static scene (docs/convergence.md, failure 12)."""
     pose_prior_weight: float = 1.0
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""
@@ -577,6 +587,13 @@ def validate(config: Config) -> None:
                 "cost_volume_target_weight", "stereo_prior_weight", "pose_length_weight"):
         if getattr(lo, key) < 0:
             raise ConfigError(f"loss.{key}: {getattr(lo, key)} must be 0 or more")
+    if not 0.0 < lo.cost_volume_target_sharp_fraction <= 1.0:
+        raise ConfigError(f"loss.cost_volume_target_sharp_fraction: {lo.cost_volume_target_sharp_fraction} must be "
+                          "in (0, 1] (1 = every trusted pixel)")
+    if lo.student_cost_volume_target_weight is not None:
+        if not (math.isfinite(lo.student_cost_volume_target_weight) and lo.student_cost_volume_target_weight >= 0):
+            raise ConfigError(f"loss.student_cost_volume_target_weight: {lo.student_cost_volume_target_weight} "
+                              "must be 0 or more, or null for loss.cost_volume_target_weight")
     if not 0 < lo.consistency_low < lo.consistency_high:
         raise ConfigError("loss.consistency_low/consistency_high: need 0 < consistency_low < consistency_high")
     if config.masks.camera_height is not None and config.masks.camera_height <= 0:

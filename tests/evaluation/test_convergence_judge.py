@@ -1,4 +1,4 @@
-"""The convergence judge's scale consistency against nets that output the world's truth at known scales."""
+"""The convergence judge's scores against nets that output the world's truth at known scales."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ from torch import nn
 
 from mfdepth.config import load_config
 from mfdepth.evaluation.convergence import ConvergenceJudge
+from mfdepth.evaluation.poses import true_relative_poses
 from mfdepth.synth import ensure_world
 
 
@@ -36,10 +37,35 @@ def test_the_judge_reads_how_far_the_depth_and_pose_scales_disagree(judge, depth
     depth = depth_scale * torch.nn.functional.interpolate(truth, size=judge.target.shape[-2:], mode="nearest")
     poses = torch.from_numpy(judge.true_poses).float().clone()
     poses[:, :3, 3] *= pose_scale
-    nets = {"pose": _Replay([poses]),
+    nets = {"pose": _Replay([poses, poses]),
             "single": _Replay([{"depth": [depth[i:i + 8]]} for i in range(0, len(depth), 8)])}
     row = judge.score(nets, with_multi=False)
     assert row["single"]["abs_rel"] < 0.05  # the truth's shape, resized
     assert row["pose_direction_deg"] < 1e-3
     assert row["pose_scale"] == pytest.approx(1.0 / pose_scale, rel=1e-4)
     assert row["scale_consistency"] == pytest.approx(pose_scale / depth_scale, rel=0.02)
+
+
+def _true_depth(judge):
+    truth = torch.stack([torch.from_numpy(g) for g in judge.gts])[:, None].float()
+    truth = torch.where(truth > 0, truth, torch.full_like(truth, 80.0))
+    return torch.nn.functional.interpolate(truth, size=judge.target.shape[-2:], mode="nearest")
+
+
+def test_the_held_out_photometric_error_is_lowest_for_the_true_depth_and_motion(judge):
+    """The world keeps brightness constant, so warping with its true depth and poses leaves only occlusions,
+    moving objects and resampling; a flat depth (same median) or the two sources' poses swapped warp the wrong pixels."""
+    ids = judge.sample_ids
+    true_poses = {o: torch.from_numpy(true_relative_poses(judge.config.data.root, ids, o)).float() for o in (-1, 1)}
+    truth = _true_depth(judge)
+
+    def photometric(depth, poses):
+        nets = {"pose": _Replay([poses[-1], poses[1]]),
+                "single": _Replay([{"depth": [depth[i:i + 8]]} for i in range(0, len(depth), 8)])}
+        return judge.score(nets, with_multi=False)["single"]["photometric"]
+
+    at_truth = photometric(truth, true_poses)
+    flat = photometric(torch.full_like(truth, float(truth.median())), true_poses)
+    swapped = photometric(truth, {-1: true_poses[1], 1: true_poses[-1]})
+    assert at_truth < 0.5 * flat
+    assert at_truth < 0.5 * swapped

@@ -1,9 +1,15 @@
 """The batched cost volume against a slow, obviously-correct reference, and on the synthetic world."""
 
+import pytest
 import torch
 
 from mfdepth.geometry import inverse_warp, scale_intrinsics
-from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume, pooled_cost_volume
+from mfdepth.models.cost_volume import (
+    build_cost_volume,
+    finish_cost_volume,
+    match_sharpness,
+    pooled_cost_volume,
+)
 
 
 def reference_cost_volume(target, source, T, K, depths):
@@ -52,6 +58,17 @@ def test_finish_marks_invalid_and_static_pixels_unreliable():
     flat = torch.full((1, 4, 1, 1), 0.2)
     _, _, reliable_flat = finish_cost_volume(flat, torch.ones_like(flat, dtype=torch.bool), depths)
     assert reliable_flat.item() == 0.0
+
+
+def test_sharpness_is_how_far_the_best_cost_lies_below_the_median():
+    distinct = torch.tensor([0.4, 0.1, 0.5, 0.3, 0.2]).reshape(1, 5, 1, 1)
+    flat = torch.full((1, 5, 1, 1), 0.2)
+    costs = torch.cat([distinct, flat, distinct])
+    reliable = torch.tensor([1.0, 1.0, 0.0]).reshape(3, 1, 1, 1)
+    sharp = match_sharpness(costs, reliable).flatten()
+    assert sharp[0].item() == pytest.approx((0.3 - 0.1) / 0.3)  # median 0.3, lowest 0.1
+    assert sharp[1].item() == 0.0  # no hypothesis stands out
+    assert sharp[2].item() == 0.0  # an unreliable match is never sharp
 
 
 def test_argmin_lies_next_to_true_depth_on_the_synthetic_world():

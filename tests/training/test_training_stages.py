@@ -12,7 +12,7 @@ from mfdepth.config import load_config
 from mfdepth.training import loop
 from mfdepth.training.checkpoint import load_checkpoint
 from mfdepth.training.recipe import MissingStageError, run_stage
-from mfdepth.training.stages import PretrainStage, TeacherStage
+from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage
 
 TINY = [
     "data.synth_preset=tiny",
@@ -381,3 +381,68 @@ def test_the_optimiser_is_adams_fused_kernel_and_steps_as_the_reference_loop():
     for got, expected in zip(net.parameters(), reference_net.parameters(), strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert all((p - p0).abs().max() > 1e-3 for p, p0 in zip(net.parameters(), start, strict=True))
+
+
+def test_the_student_stage_weighs_the_cost_volume_target_on_its_own(tiny_world, tmp_path):
+    """``loss.student_cost_volume_target_weight`` scales the student's term (null: the shared weight) and
+    leaves the pretrain stage's alone."""
+    from torch.utils.data import DataLoader
+
+    from mfdepth.config import ConfigError, apply_overrides
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "sw", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+                         "train.zero_cost_volume_prob=0")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "sw", with_masks=False), batch_size=2)))
+    runtime = loop.setup_runtime("cpu", "auto", "32")
+
+    def term(stage_class, *overrides):
+        torch.manual_seed(0)
+        stage = stage_class(apply_overrides(config, list(overrides))).train()
+        if stage_class is PretrainStage:
+            stage.global_step = config.train.warmup_steps  # its multi-frame net has joined
+        _, scalars, _ = loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        return scalars.get("cost_volume_target")
+
+    shared = term(StudentStage)
+    assert shared is not None and shared > 0
+    assert term(StudentStage, "loss.student_cost_volume_target_weight=0.25").item() == pytest.approx(
+        0.25 * shared.item(), rel=1e-5)
+    assert term(StudentStage, "loss.student_cost_volume_target_weight=0") is None
+    pretrain = term(PretrainStage)
+    assert term(PretrainStage, "loss.student_cost_volume_target_weight=0").item() == pytest.approx(pretrain.item())
+    with pytest.raises(ConfigError, match="loss.student_cost_volume_target_weight"):
+        load_config(None, ["loss.student_cost_volume_target_weight=-1"])
+
+
+def test_the_student_pulls_only_its_sharpest_matches_toward_the_cost_volume(tiny_world, tmp_path, monkeypatch):
+    """``loss.cost_volume_target_sharp_fraction``: the target's pixels are the trusted ones among each image's
+    sharpest matches, so at most that share of the image; at 1 every trusted pixel."""
+    from torch.utils.data import DataLoader
+
+    from mfdepth import losses
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "sf", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+                         "train.zero_cost_volume_prob=0")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "sf", with_masks=False), batch_size=2)))
+    runtime = loop.setup_runtime("cpu", "auto", "32")
+    seen = {}
+    original = losses.cost_volume_target_loss
+
+    def spy(depth, cost_volume_depth, trusted):
+        seen["trusted"] = trusted.clone()
+        return original(depth, cost_volume_depth, trusted)
+
+    monkeypatch.setattr(losses, "cost_volume_target_loss", spy)
+    pulled = {}
+    for fraction in (1.0, 0.3):
+        torch.manual_seed(0)
+        stage = StudentStage(apply_overrides(config, [f"loss.cost_volume_target_sharp_fraction={fraction}"])).train()
+        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        pulled[fraction] = seen["trusted"]
+    everywhere, sharpest = pulled[1.0], pulled[0.3]
+    assert everywhere.float().mean() > 0.3
+    assert sharpest.float().mean() <= 0.3 + 0.01  # ties at the quantile: a cell or two more
+    assert sharpest.any() and not (sharpest & ~everywhere).any()  # a subset of the trusted pixels

@@ -17,7 +17,7 @@ from mfdepth.data.base import collate_samples
 from mfdepth.evaluation.metrics import MaskQualityAccumulator, relative_pose_errors
 from mfdepth.evaluation.poses import true_relative_poses
 from mfdepth.evaluation.protocols import evaluate_depth_maps
-from mfdepth.losses import normalise_depths
+from mfdepth.losses import min_reprojection_error, normalise_depths, photometric_error
 
 
 def reference_scores(gts: list, motion_masks: list | None = None, max_depth: float = 80.0,
@@ -53,7 +53,8 @@ class ConvergenceJudge:
     (the synthetic world): the same numbers at every evaluation, cheap enough to run every few dozen steps.
 
     Depth: per-image median-scaled AbsRel on all / static / moving pixels, d<1.25, AbsRel without any
-    scaling (``abs_rel_metric``), the fraction of pixels pinned at the lower depth bound. Pose: rotation
+    scaling (``abs_rel_metric``), the fraction of pixels pinned at the lower depth bound, and the label-free
+    ``photometric`` error the training loss would see on these held-out frames. Pose: rotation
     and translation-direction errors of the previous-frame pose. Mask: IoU of the depth inconsistency
     mask of the multi- and single-frame depths against the true motion.
     """
@@ -64,9 +65,11 @@ class ConvergenceJudge:
         offsets = [int(o) for o in batch["offsets"][0]]
         self.target = batch["frames"][:, 0]
         self.previous = batch["frames"][:, offsets.index(-1)]
+        self.sources = {o: batch["frames"][:, i] for i, o in enumerate(offsets) if o != 0}
         self.K = batch["K"][:, 0]
         self.gts = [g[0].numpy() for g in batch["depth_gt"]]
         self.motion = [m[0].numpy() for m in batch["motion_mask"]]
+        self.sample_ids = dataset.sample_ids
         self.true_poses = true_relative_poses(config.data.root, dataset.sample_ids)
         self.config = config
 
@@ -77,6 +80,16 @@ class ConvergenceJudge:
     def _scaled(self, depth: torch.Tensor) -> torch.Tensor:
         m = self.config.model
         return normalise_depths([depth], self.K, m.scale_normalisation, self.config.masks.camera_height)[0]
+
+    def _photometric(self, depth: torch.Tensor, poses: dict) -> float:
+        """Label-free score of a depth ``(N,1,H,W)`` with the pose net's ``poses``: the mean per-pixel
+        minimum photometric error over the split's source frames, on the pixels the auto-mask keeps (a
+        warp that beats the unwarped source), as the training loss sees them."""
+        ssim = self.config.loss.ssim_weight
+        error, _ = min_reprojection_error(self.target, self.sources, depth, poses, self.K, ssim_weight=ssim)
+        identity = torch.stack([photometric_error(s, self.target, ssim) for s in self.sources.values()]).amin(0)
+        kept = error < identity
+        return float(error[kept].mean()) if kept.any() else math.nan
 
     def _depth_scores(self, depths: torch.Tensor) -> dict:
         preds = [d[0].numpy() for d in depths]
@@ -110,6 +123,9 @@ class ConvergenceJudge:
         single = torch.cat([single_net(self.target[i:i + 8])["depth"][0] for i in range(0, len(self.target), 8)])
         single = self._scaled(single)
         out["single"] = self._depth_scores(single)
+        poses = {o: T if o == -1 else nets["pose"](self.target, source, source_is_before=o < 0)
+                 for o, source in self.sources.items()}
+        out["single"]["photometric"] = self._photometric(single, poses)
         # The depth's scale over the translation's, both against the truth: 1 when the warp moves pixels as
         # the true motion does; a stage whose nets disagree here starts in a false minimum of the loss.
         out["scale_consistency"] = out["single"]["median_ratio"] / errors["scale"]
@@ -121,6 +137,7 @@ class ConvergenceJudge:
             ])
             multi = self._scaled(multi)
             out["multi"] = self._depth_scores(multi)
+            out["multi"]["photometric"] = self._photometric(multi, poses)
             mcfg = self.config.masks
             dynamic = mask_rules.compute_dynamic_mask(
                 multi, single, self.K, upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio,

@@ -23,9 +23,10 @@ from mfdepth.models.factory import build_pose
 from mfdepth.synth.writer import read_poses
 
 
-def true_relative_poses(root: str | Path, sample_ids: list[str]) -> np.ndarray:
-    """``(N, 4, 4)`` true ``T_source_target`` (target -> previous frame) for KITTI-style sample ids
-    ``"<folder> <frame> <side>"`` of a world with ``<root>/<folder>/gt/poses.txt``."""
+def true_relative_poses(root: str | Path, sample_ids: list[str], offset: int = -1) -> np.ndarray:
+    """``(N, 4, 4)`` true ``T_source_target`` (target -> the frame ``offset`` away, by default the previous
+    one) for KITTI-style sample ids ``"<folder> <frame> <side>"`` of a world with
+    ``<root>/<folder>/gt/poses.txt``."""
     cache: dict[str, np.ndarray] = {}
     out = []
     for sample_id in sample_ids:
@@ -38,7 +39,7 @@ def true_relative_poses(root: str | Path, sample_ids: list[str]) -> np.ndarray:
                 )
             cache[folder] = read_poses(path)
         poses, index = cache[folder], int(frame)
-        out.append(np.linalg.inv(poses[index - 1]) @ poses[index])
+        out.append(np.linalg.inv(poses[index + offset]) @ poses[index])
     return np.stack(out)
 
 

@@ -11,11 +11,16 @@ above the plane and a level camera over flat ground has ``n = (0, 1, 0)``.
 The package's modules: :mod:`~mfdepth.masks.dynamic` (the depth inconsistency mask, the masks stage's full
 rule, quality against true motion), :mod:`~mfdepth.masks.ground` (ground-plane fit, camera-height scale,
 ground mask), :mod:`~mfdepth.masks.morphology` (components, blobs, dilation) and
-:mod:`~mfdepth.masks.distillation` (reliability, cost-volume inconsistency, distillation region). Every
+:mod:`~mfdepth.masks.distillation` (reliability, cost-volume inconsistency, distillation region, least-sharp matches). Every
 function is importable from ``mfdepth.masks`` itself.
 """
 
-from mfdepth.masks.distillation import cost_volume_inconsistency, distillation_region, reliability_mask
+from mfdepth.masks.distillation import (
+    cost_volume_inconsistency,
+    distillation_region,
+    least_sharp,
+    reliability_mask,
+)
 from mfdepth.masks.dynamic import compute_dynamic_mask, depth_inconsistency_mask, mask_quality, median_ratio
 from mfdepth.masks.ground import camera_height_scale, fit_ground_plane, ground_mask, height_above_plane
 from mfdepth.masks.morphology import connected_components, dilate, remove_small_blobs
@@ -23,7 +28,7 @@ from mfdepth.masks.morphology import connected_components, dilate, remove_small_
 __all__ = [
     "camera_height_scale", "compute_dynamic_mask", "connected_components", "cost_volume_inconsistency",
     "depth_inconsistency_mask", "dilate", "distillation_region", "fit_ground_plane", "ground_mask",
-    "height_above_plane", "mask_quality", "median_ratio", "reliability_mask", "remove_small_blobs",
+    "height_above_plane", "least_sharp", "mask_quality", "median_ratio", "reliability_mask", "remove_small_blobs",
 ]
 
 median_scale = median_ratio

@@ -25,6 +25,23 @@ def reliability_mask(pe_teacher: Tensor, pe_student: Tensor) -> Tensor:
     return pe_teacher <= pe_student
 
 
+def least_sharp(sharpness: Tensor, keep_fraction: float) -> Tensor:
+    """The pixels outside each image's ``keep_fraction`` sharpest matches.
+
+    Args:
+        sharpness: ``(B, 1, h, w)`` match sharpness (:func:`mfdepth.models.cost_volume.match_sharpness`).
+        keep_fraction: in (0, 1]; the share of each image's pixels, sharpest first, that is kept.
+    Returns:
+        ``(B, 1, h, w)`` bool, True where the match is flatter than the image's ``1 - keep_fraction``
+        quantile of sharpness (nothing is True at 1).
+    """
+    if keep_fraction >= 1.0:
+        return torch.zeros_like(sharpness, dtype=torch.bool)
+    flat = sharpness.float().flatten(1)
+    level = torch.quantile(flat, 1.0 - keep_fraction, dim=1)
+    return sharpness.float() < level[:, None, None, None]
+
+
 def cost_volume_inconsistency(
     cost_volume_depth: Tensor,
     teacher_depth: Tensor,

@@ -122,3 +122,22 @@ def finish_cost_volume(cost: torch.Tensor, valid: torch.Tensor, depths: torch.Te
     enough = valid.float().mean(dim=1, keepdim=True) >= 0.5
     reliable = best_valid & enough & (spread > 1e-6)
     return filled, argmin_depth, reliable.to(cost.dtype)
+
+
+def match_sharpness(filled_cost: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:
+    """How distinct each pixel's best hypothesis is: ``(median - lowest) / median`` of its costs.
+
+    A static surface with texture has one clear minimum; a pixel whose content moved has no hypothesis
+    that explains it, so its costs are flat (on the demo world, the median sharpness of moving pixels is
+    0.29 against 0.50 for static ones: ``benchmarks/mask_sources.py``).
+
+    Args:
+        filled_cost: ``(B, D, h, w)`` from :func:`finish_cost_volume` (invalid hypotheses already filled).
+        reliable: ``(B, 1, h, w)`` {0, 1} from the same call.
+    Returns:
+        ``(B, 1, h, w)`` in [0, 1], 0 where the match is unreliable.
+    """
+    filled = filled_cost.float()
+    median = filled.median(dim=1, keepdim=True).values
+    sharp = (median - filled.amin(dim=1, keepdim=True)) / median.clamp_min(1e-6)
+    return sharp.clamp(0.0, 1.0) * reliable.float()

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfdepth.geometry import pose_vector_to_matrix, scale_intrinsics
-from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume, pooled_cost_volume
+from mfdepth.models.cost_volume import (
+    build_cost_volume,
+    finish_cost_volume,
+    match_sharpness,
+    pooled_cost_volume,
+)
 from mfdepth.models.layers import DepthDecoder, ResnetEncoder, disp_to_depth, sigmoid_for_depth
 
 
@@ -154,7 +159,8 @@ class MultiFrameDepthNet(nn.Module):
     lowest-cost depth itself (:meth:`lowest_cost_hint`).
 
     ``forward`` returns ``disp``/``depth`` (4 scales), ``cost_volume_depth`` (argmin depth at 1/4,
-    metres) and ``cost_volume_valid`` (1/4, 1 = the matching is reliable).
+    metres), ``cost_volume_valid`` (1/4, 1 = the matching is reliable) and, in training mode,
+    ``cost_volume_sharpness`` (1/4, :func:`mfdepth.models.cost_volume.match_sharpness` of the same cost).
     """
 
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
@@ -281,11 +287,13 @@ class MultiFrameDepthNet(nn.Module):
         depths = self.depth_bins(b)
         cost, valid = build_cost_volume(match, source["match"], T_source_target, K_quarter, depths)
         cost, argmin_depth, reliable = finish_cost_volume(cost, valid, depths)
+        matched = cost
         if self.fine_matching:
             fine_cost, fine_valid = pooled_cost_volume(
                 target_features["image"], source["image"], T_source_target, K[:, :3, :3], depths, QUARTER
             )
             fine_cost, argmin_depth, reliable = finish_cost_volume(fine_cost, fine_valid, depths)
+            matched = fine_cost
             cost = torch.cat([cost, fine_cost], dim=1)
         if zero_cost_volume is not None:
             keep = (~zero_cost_volume.bool()).to(cost.dtype)[:, None, None, None]
@@ -299,12 +307,15 @@ class MultiFrameDepthNet(nn.Module):
         f4 = self.encoder.layer4(f3)
         disps = self.decoder([target_features["stem"], x, f2, f3, f4])
         depths_out = [disp_to_depth(d, self.min_depth, self.max_depth)[1] for d in disps]
-        return {
+        out = {
             "disp": disps,
             "depth": depths_out,
             "cost_volume_depth": argmin_depth,
             "cost_volume_valid": reliable,
         }
+        if self.training:  # for the training losses only: inference and export skip the median over hypotheses
+            out["cost_volume_sharpness"] = match_sharpness(matched.detach(), reliable.detach())
+        return out
 
     def lowest_cost_hint(self, argmin_depth: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:
         """``model.cost_hint``: the lowest-cost depth as two input channels ``(B, 2, h, w)``: its position

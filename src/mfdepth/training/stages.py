@@ -218,10 +218,13 @@ class StageModule(nn.Module):
     def cost_volume_target_term(self, net_out: dict, untrusted: torch.Tensor) -> torch.Tensor | None:
         """``loss.cost_volume_target_weight`` times :func:`mfdepth.losses.cost_volume_target_loss` on the
         pixels outside ``untrusted`` ``(B,1,H,W)`` bool; None when the weight is 0."""
-        weight = self.config.loss.cost_volume_target_weight
+        weight = self.cost_volume_target_weight()
         if weight == 0:
             return None
         return weight * losses.cost_volume_target_loss(net_out["depth"][0], net_out["cost_volume_depth"], ~untrusted)
+
+    def cost_volume_target_weight(self) -> float:
+        return self.config.loss.cost_volume_target_weight
 
     @staticmethod
     def add_terms(loss: torch.Tensor, scalars: dict, **terms) -> torch.Tensor:
@@ -459,6 +462,19 @@ class StudentStage(StageModule):
         if self.config.train.freeze_teacher:
             for net in (self.teacher, self.pose):
                 net.requires_grad_(False)
+
+    def cost_volume_target_weight(self) -> float:
+        own = self.config.loss.student_cost_volume_target_weight
+        return self.config.loss.cost_volume_target_weight if own is None else own
+
+    def cost_volume_target_term(self, net_out: dict, untrusted: torch.Tensor) -> torch.Tensor | None:
+        """The shared term, on the ``loss.cost_volume_target_sharp_fraction`` of each image's pixels whose
+        match is sharpest."""
+        fraction = self.config.loss.cost_volume_target_sharp_fraction
+        if fraction < 1.0 and "cost_volume_sharpness" in net_out:
+            flat = masks.least_sharp(net_out["cost_volume_sharpness"], fraction)
+            untrusted = untrusted | (F.interpolate(flat.float(), size=untrusted.shape[-2:], mode="nearest") > 0.5)
+        return super().cost_volume_target_term(net_out, untrusted)
 
     def train(self, mode: bool = True):
         super().train(mode)
