@@ -159,8 +159,8 @@ class MultiFrameDepthNet(nn.Module):
     lowest-cost depth itself (:meth:`lowest_cost_hint`).
 
     ``forward`` returns ``disp``/``depth`` (4 scales), ``cost_volume_depth`` (argmin depth at 1/4,
-    metres), ``cost_volume_valid`` (1/4, 1 = the matching is reliable) and, in training mode,
-    ``cost_volume_sharpness`` (1/4, :func:`mfdepth.models.cost_volume.match_sharpness` of the same cost).
+    metres), ``cost_volume_valid`` (1/4, 1 = the matching is reliable) and, when asked
+    (``with_sharpness``), ``cost_volume_sharpness`` (1/4, :func:`mfdepth.models.cost_volume.match_sharpness` of the same cost).
     """
 
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
@@ -273,6 +273,7 @@ class MultiFrameDepthNet(nn.Module):
         K: torch.Tensor,
         image_size: tuple[int, int],
         zero_cost_volume: torch.Tensor | None = None,
+        with_sharpness: bool = False,
     ) -> dict:
         """The rest of the network given both frames' matching features (see :meth:`matching_features`).
 
@@ -313,7 +314,7 @@ class MultiFrameDepthNet(nn.Module):
             "cost_volume_depth": argmin_depth,
             "cost_volume_valid": reliable,
         }
-        if self.training:  # for the training losses only: inference and export skip the median over hypotheses
+        if with_sharpness:
             out["cost_volume_sharpness"] = match_sharpness(matched.detach(), reliable.detach())
         return out
 
@@ -326,9 +327,10 @@ class MultiFrameDepthNet(nn.Module):
         position = (torch.log(argmin_depth.clamp_min(1e-6) / self.d_min) / span).clamp(0.0, 1.0)
         return torch.cat([position * reliable, reliable], dim=1)
 
-    def forward(self, target, source, T_source_target, K, zero_cost_volume=None) -> dict:
+    def forward(self, target, source, T_source_target, K, zero_cost_volume=None, with_sharpness=False) -> dict:
         """Args: target, source ``(B,3,H,W)`` in [0,1]; T_source_target ``(B,4,4)``; K ``(B,3,3)`` pixels;
-        zero_cost_volume ``(B,)`` bool: items whose cost volume is zeroed (single-frame fallback)."""
+        zero_cost_volume ``(B,)`` bool: items whose cost volume is zeroed (single-frame fallback);
+        with_sharpness: also return ``cost_volume_sharpness``."""
         if target.shape != source.shape:
             raise ValueError(f"target {tuple(target.shape)} and source {tuple(source.shape)} differ in shape")
         both = self.matching_features(torch.cat([target, source], dim=0))
@@ -336,7 +338,8 @@ class MultiFrameDepthNet(nn.Module):
         target_features = {k: v[:b] for k, v in both.items()}
         source_features = self.source_features({k: v[b:] for k, v in both.items()})
         return self.forward_from_features(
-            target_features, source_features, T_source_target, K, tuple(target.shape[-2:]), zero_cost_volume
+            target_features, source_features, T_source_target, K, tuple(target.shape[-2:]), zero_cost_volume,
+            with_sharpness,
         )
 
 

@@ -471,7 +471,7 @@ class StudentStage(StageModule):
         """The shared term, on the ``loss.cost_volume_target_sharp_fraction`` of each image's pixels whose
         match is sharpest."""
         fraction = self.config.loss.cost_volume_target_sharp_fraction
-        if fraction < 1.0 and "cost_volume_sharpness" in net_out:
+        if "cost_volume_sharpness" in net_out:
             flat = masks.least_sharp(net_out["cost_volume_sharpness"], fraction)
             untrusted = untrusted | (F.interpolate(flat.float(), size=untrusted.shape[-2:], mode="nearest") > 0.5)
         return super().cost_volume_target_term(net_out, untrusted)
@@ -498,7 +498,9 @@ class StudentStage(StageModule):
         if self.training:
             with torch.no_grad():
                 self.update_depth_range(self.multi, teacher_depth, first=self.global_step == 0)
-        student = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
+        gated = self.config.loss.cost_volume_target_sharp_fraction < 1.0 and self.cost_volume_target_weight() > 0
+        student = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed,
+                                         with_sharpness=gated), K)
 
         exclude = dynamic if cfg.dynamic_mask else None
         terms = self.photometric_terms(target, sources, student["depth"], poses, K, exclude=exclude)
