@@ -58,8 +58,10 @@ def train_and_record(base_config, seed: int, stages: list[str], eval_every: int,
             row.update(judge.score(module.evaluation_networks(), with_multi))
             history.append(row)
             single, multi = row["single"], row.get("multi")
+            metric = single.get("abs_rel_camera_height")
             line = (f"seed {seed} {stage_name} {step:4d} {row['seconds']:6.0f}s  S {single['abs_rel']:.3f}"
-                    f" (metric {single['abs_rel_metric']:.3f}, a1 {single['a1']:.2f}, ratio {single['median_ratio']:.2f},"
+                    f" (metric {'-' if metric is None else format(metric, '.3f')}, a1 {single['a1']:.2f},"
+                    f" ratio {single['median_ratio']:.2f},"
                     f" pinned {single['pinned_low']:.2f})")
             if multi:
                 line += (f"  M {multi['abs_rel']:.3f} st {multi['abs_rel_static']:.3f} mv {multi['abs_rel_moving']:.3f}"
@@ -89,6 +91,9 @@ def write_results(name: str, payload: dict) -> None:
         f"per-row prior {payload['baselines']['per_row_prior']['all']:.3f} (moving pixels "
         f"{payload['baselines']['per_row_prior']['moving']:.3f}).",
         "",
+        "AbsRel is median-scaled per image; *metric* is without median scaling, each depth map made metric by "
+        "its fitted ground plane and the known camera height alone (`mfdepth.masks.metric_by_camera_height`).",
+        "",
         "| seed | stage | step | s | S AbsRel | S metric | M AbsRel | M static | M moving | M d<1.25 | M metric "
         "| M photometric | mask IoU | pose dir (deg) | pose rot (deg) | depth / pose scale |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -102,9 +107,9 @@ def write_results(name: str, payload: dict) -> None:
             multi = row.get("multi") or {}
             lines.append(
                 f"| {seed} | {row['stage']} | {row['step']} | {row['seconds']:.0f} | {cell(row['single']['abs_rel'])} "
-                f"| {cell(row['single']['abs_rel_metric'])} | {cell(multi.get('abs_rel'))} "
+                f"| {cell(row['single'].get('abs_rel_camera_height'))} | {cell(multi.get('abs_rel'))} "
                 f"| {cell(multi.get('abs_rel_static'))} | {cell(multi.get('abs_rel_moving'))} | {cell(multi.get('a1'), '.2f')} "
-                f"| {cell(multi.get('abs_rel_metric'))} | {cell(multi.get('photometric'), '.4f')} "
+                f"| {cell(multi.get('abs_rel_camera_height'))} | {cell(multi.get('photometric'), '.4f')} "
                 f"| {cell(row.get('mask_iou'), '.2f')} "
                 f"| {cell(row['pose_direction_deg'], '.1f')} | {cell(row['pose_rotation_deg'], '.2f')} "
                 f"| {cell(row.get('scale_consistency'), '.2f')} |"

@@ -159,6 +159,11 @@ class LossConfig:
     (:func:`mfdepth.models.cost_volume.match_sharpness`), that the cost-volume target may pull; 1 = every
     trusted pixel. A moving object's match is flat (no static-world depth explains it), so a smaller share
     keeps the target on the static scene (docs/convergence.md, failure 12)."""
+    cost_volume_target_photometric_gate: bool = False
+    """Student stage: the cost-volume target only where the lowest-cost depth explains the images at least
+    as well as the student's own depth (minimum reprojection error, as the reliability mask of the
+    distillation): once the student beats its raw match somewhere, the match stops pulling it there
+    (docs/convergence.md, failure 12)."""
     pose_prior_weight: float = 1.0
     """Weight of the two-view pose prior (rotation and translation direction from classical geometry)
     on the pose net during the first ``train.pose_prior_steps`` steps of each stage that trains it."""

@@ -69,3 +69,24 @@ def test_the_held_out_photometric_error_is_lowest_for_the_true_depth_and_motion(
     swapped = photometric(truth, {-1: true_poses[1], 1: true_poses[-1]})
     assert at_truth < 0.5 * flat
     assert at_truth < 0.5 * swapped
+
+
+@pytest.mark.parametrize("unit", [0.01, 0.5])
+def test_the_judge_makes_the_truth_metric_from_the_camera_height_whatever_its_unit(judge, unit):
+    """The world's own camera height (its world.json) fixes the scale: the true depth in any unit scores
+    near 0 without median scaling, where the unscaled AbsRel is that of the wrong unit."""
+    assert judge.camera_height == pytest.approx(1.65)
+    depth = unit * _true_depth(judge)
+    nets = {"pose": _Replay([torch.from_numpy(judge.true_poses).float()] * 2),
+            "single": _Replay([{"depth": [depth[i:i + 8]]} for i in range(0, len(depth), 8)])}
+    scores = judge.score(nets, with_multi=False)["single"]
+    assert scores["abs_rel_camera_height"] < 0.05
+    assert scores["abs_rel_metric"] == pytest.approx(abs(1 - unit), rel=0.05)
+
+
+def test_a_camera_height_in_the_config_overrides_the_worlds(judge):
+    from mfdepth.config import apply_overrides
+    from mfdepth.evaluation.convergence import known_camera_height
+
+    assert known_camera_height(apply_overrides(judge.config, ["masks.camera_height=2.0"])) == 2.0
+    assert known_camera_height(apply_overrides(judge.config, ["data.dataset=folder"])) is None

@@ -446,3 +446,53 @@ def test_the_student_pulls_only_its_sharpest_matches_toward_the_cost_volume(tiny
     assert everywhere.float().mean() > 0.3
     assert sharpest.float().mean() <= 0.3 + 0.01  # ties at the quantile: a cell or two more
     assert sharpest.any() and not (sharpest & ~everywhere).any()  # a subset of the trusted pixels
+
+
+def test_the_student_pulls_toward_its_match_only_where_the_match_explains_the_images_as_well(
+        tiny_world, tmp_path, monkeypatch):
+    """``loss.cost_volume_target_photometric_gate``: the target's pixels are the trusted ones where warping
+    with the lowest-cost depth is no worse than with the student's depth; a student whose depth is the
+    match itself loses no pixel to the gate."""
+    from torch.utils.data import DataLoader
+
+    from mfdepth import losses
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "pg", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+                         "train.zero_cost_volume_prob=0")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "pg", with_masks=False), batch_size=2)))
+    runtime = loop.setup_runtime("cpu", "auto", "32")
+    seen = {}
+    original = losses.cost_volume_target_loss
+
+    def spy(depth, cost_volume_depth, trusted):
+        seen["trusted"] = trusted.clone()
+        seen["match"] = cost_volume_depth.detach().clone()
+        return original(depth, cost_volume_depth, trusted)
+
+    monkeypatch.setattr(losses, "cost_volume_target_loss", spy)
+    pulled = {}
+    for gate in (False, True):
+        torch.manual_seed(0)
+        stage = StudentStage(apply_overrides(config, [f"loss.cost_volume_target_photometric_gate={gate}"])).train()
+        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        pulled[gate] = seen["trusted"]
+    ungated, gated = pulled[False], pulled[True]
+    assert ungated.float().mean() > 0.3
+    assert gated.any() and not (gated & ~ungated).any()  # a subset of the trusted pixels
+    assert gated.sum() < ungated.sum()  # an untrained student is not better than its match everywhere
+
+    target, _, sources, _, K, _ = stage.unpack(batch)
+    poses = {}
+    for offset in sources:
+        poses[offset] = torch.eye(4).expand(target.shape[0], 4, 4).clone()
+        poses[offset][:, 2, 3] = 0.05 * offset  # a step along the optical axis per frame
+    as_target = torch.nn.functional.interpolate(seen["match"], size=tuple(target.shape[-2:]), mode="nearest")
+    student_error, _ = losses.min_reprojection_error(target, sources, as_target, poses, K)
+    worse = stage.match_explains_worse(target, sources, {"cost_volume_depth": seen["match"]}, student_error, poses, K)
+    assert worse is not None and not worse.any()
+    # A student depth that warps better than the match somewhere takes those pixels from the gate.
+    student_error = torch.zeros_like(student_error)
+    assert stage.match_explains_worse(target, sources, {"cost_volume_depth": seen["match"]}, student_error,
+                                      poses, K).float().mean() > 0.5

@@ -48,12 +48,28 @@ def reference_scores(gts: list, motion_masks: list | None = None, max_depth: flo
     return out
 
 
+def known_camera_height(config) -> float | None:
+    """The camera's height above the road in metres: ``masks.camera_height``, else the one the synthetic
+    world was rendered with (its ``world.json``), else None."""
+    if config.masks.camera_height is not None:
+        return float(config.masks.camera_height)
+    if config.data.dataset == "synthetic":
+        from mfdepth.synth.writer import read_world_info
+
+        info = read_world_info(config.data.root) or {}
+        if info.get("camera_height") is not None:
+            return float(info["camera_height"])
+    return None
+
+
 class ConvergenceJudge:
     """Scores networks during training on a split with ground truth depth, motion masks and true poses
     (the synthetic world): the same numbers at every evaluation, cheap enough to run every few dozen steps.
 
     Depth: per-image median-scaled AbsRel on all / static / moving pixels, d<1.25, AbsRel without any
-    scaling (``abs_rel_metric``), the fraction of pixels pinned at the lower depth bound, and the label-free
+    scaling (``abs_rel_metric``: the network's own unit), AbsRel made metric by the camera height alone
+    (``abs_rel_camera_height``, :func:`mfdepth.masks.metric_by_camera_height`; None where the height is
+    unknown: ``masks.camera_height``, else the synthetic world's own), the fraction of pixels pinned at the lower depth bound, and the label-free
     ``photometric`` error the training loss would see on these held-out frames. Pose: rotation
     and translation-direction errors of the previous-frame pose. Mask: IoU of the depth inconsistency
     mask of the multi- and single-frame depths against the true motion.
@@ -71,6 +87,7 @@ class ConvergenceJudge:
         self.motion = [m[0].numpy() for m in batch["motion_mask"]]
         self.sample_ids = dataset.sample_ids
         self.true_poses = true_relative_poses(config.data.root, dataset.sample_ids)
+        self.camera_height = known_camera_height(config)
         self.config = config
 
     def baselines(self) -> dict:
@@ -96,12 +113,18 @@ class ConvergenceJudge:
         scored = evaluate_depth_maps(preds, self.gts, motion_masks=self.motion, max_depth=self.config.eval.max_depth)
         metric = evaluate_depth_maps(preds, self.gts, median_scaling=False, max_depth=self.config.eval.max_depth)
         pinned = float((depths <= self.config.model.min_depth * 1.05).float().mean())
+        by_height = None
+        if self.camera_height is not None:
+            metres = mask_rules.metric_by_camera_height(depths.float(), self.K, self.camera_height)
+            by_height = evaluate_depth_maps([d[0].numpy() for d in metres], self.gts, median_scaling=False,
+                                            max_depth=self.config.eval.max_depth).metrics["all"]["abs_rel"]
         return {
             "abs_rel": scored.metrics["all"]["abs_rel"],
             "abs_rel_static": scored.metrics["static"]["abs_rel"],
             "abs_rel_moving": scored.metrics["moving"]["abs_rel"],
             "a1": scored.metrics["all"]["a1"],
             "abs_rel_metric": metric.metrics["all"]["abs_rel"],
+            "abs_rel_camera_height": by_height,
             "median_ratio": scored.ratio_median if scored.ratio_median is not None else math.nan,
             "pinned_low": pinned,
         }

@@ -20,7 +20,7 @@ from mfdepth.data.base import collate_samples
 from mfdepth.data.loading import loader_workers
 from mfdepth.evaluation.protocols import DepthMetricAccumulator, EvaluationResult
 from mfdepth.inference.predictor import DepthPredictor
-from mfdepth.masks import camera_height_scale
+from mfdepth.masks import metric_by_camera_height
 
 
 @dataclass
@@ -70,7 +70,7 @@ def evaluate_checkpoint(
         median_scaling: None keeps ``eval.median_scaling`` of the config.
         keep_examples: how many frames (evenly spread over the split) to keep for figures.
         camera_height: metres; when given, each prediction is made metric by the ground plane fitted to
-            it (:func:`mfdepth.masks.camera_height_scale`) and median scaling is off: the errors are
+            it (:func:`mfdepth.masks.metric_by_camera_height`) and median scaling is off: the errors are
             those of a user who knows only how high the camera is mounted.
     """
     predictor = DepthPredictor(checkpoint, network=network, device=device)
@@ -116,10 +116,7 @@ def evaluate_checkpoint(
         previous = frames[:, 1] if predictor.is_multi_frame else None
         depth = predictor.predict(frames[:, 0], previous, K)
         if camera_height is not None:
-            factors = camera_height_scale(depth, K, camera_height)
-            # A frame whose ground fit failed takes the batch's median factor (1 if none succeeded).
-            fallback = factors.nanmedian() if torch.isfinite(factors).any() else torch.ones(())
-            depth = depth * torch.where(torch.isfinite(factors), factors, fallback)
+            depth = metric_by_camera_height(depth, K, camera_height)
         depth = depth.cpu().numpy()[:, 0]
         gts = batch["depth_gt"]
         motion = batch.get("motion_mask")

@@ -22,13 +22,20 @@ from mfdepth.masks.distillation import (
     reliability_mask,
 )
 from mfdepth.masks.dynamic import compute_dynamic_mask, depth_inconsistency_mask, mask_quality, median_ratio
-from mfdepth.masks.ground import camera_height_scale, fit_ground_plane, ground_mask, height_above_plane
+from mfdepth.masks.ground import (
+    camera_height_scale,
+    fit_ground_plane,
+    ground_mask,
+    height_above_plane,
+    metric_by_camera_height,
+)
 from mfdepth.masks.morphology import connected_components, dilate, remove_small_blobs
 
 __all__ = [
     "camera_height_scale", "compute_dynamic_mask", "connected_components", "cost_volume_inconsistency",
     "depth_inconsistency_mask", "dilate", "distillation_region", "fit_ground_plane", "ground_mask",
-    "height_above_plane", "least_sharp", "mask_quality", "median_ratio", "reliability_mask", "remove_small_blobs",
+    "height_above_plane", "least_sharp", "mask_quality", "median_ratio", "metric_by_camera_height",
+    "reliability_mask", "remove_small_blobs",
 ]
 
 median_scale = median_ratio

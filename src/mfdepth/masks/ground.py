@@ -138,6 +138,22 @@ def camera_height_scale(
     return (camera_height / offset).reshape(-1, 1, 1, 1)
 
 
+def metric_by_camera_height(depth: Tensor, K: Tensor, camera_height: float) -> Tensor:
+    """``depth`` made metric by :func:`camera_height_scale`, each image on its own.
+
+    Args:
+        depth: ``(B, 1, H, W)`` depth in the network's units; K: ``(B, 3, 3)`` in pixels of ``depth``.
+        camera_height: metres.
+    Returns:
+        ``(B, 1, H, W)`` metres. An image whose ground fit failed takes the median factor of the others
+        (1 when every fit failed), so one bad frame neither aborts nor skips an evaluation.
+    """
+    factors = camera_height_scale(depth, K, camera_height)
+    finite = torch.isfinite(factors)
+    fallback = factors[finite].median() if finite.any() else torch.ones((), dtype=depth.dtype, device=depth.device)
+    return depth * torch.where(finite, factors, fallback)
+
+
 def height_above_plane(points: Tensor, normal: Tensor, offset: Tensor) -> Tensor:
     """Signed height of camera-frame points above a plane ``n . X = offset``.
 

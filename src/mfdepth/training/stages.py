@@ -467,14 +467,31 @@ class StudentStage(StageModule):
         own = self.config.loss.student_cost_volume_target_weight
         return self.config.loss.cost_volume_target_weight if own is None else own
 
-    def cost_volume_target_term(self, net_out: dict, untrusted: torch.Tensor) -> torch.Tensor | None:
+    def cost_volume_target_term(self, net_out: dict, untrusted: torch.Tensor,
+                                match_worse: torch.Tensor | None = None) -> torch.Tensor | None:
         """The shared term, on the ``loss.cost_volume_target_sharp_fraction`` of each image's pixels whose
-        match is sharpest."""
+        match is sharpest, and not where ``match_worse`` (``(B, 1, H, W)`` bool: the lowest-cost depth
+        explains the images worse than the student's depth)."""
         fraction = self.config.loss.cost_volume_target_sharp_fraction
         if "cost_volume_sharpness" in net_out:
             flat = masks.least_sharp(net_out["cost_volume_sharpness"], fraction)
             untrusted = untrusted | (F.interpolate(flat.float(), size=untrusted.shape[-2:], mode="nearest") > 0.5)
+        if match_worse is not None:
+            untrusted = untrusted | match_worse
         return super().cost_volume_target_term(net_out, untrusted)
+
+    def match_explains_worse(self, target, sources, net_out: dict, student_error: torch.Tensor, poses, K):
+        """Where the lowest-cost depth (as the target sees it: constant over each cell) warps the sources
+        worse than the student's depth, ``(B, 1, H, W)`` bool; None unless
+        ``loss.cost_volume_target_photometric_gate`` is on and the target weighs anything."""
+        if not (self.config.loss.cost_volume_target_photometric_gate and self.cost_volume_target_weight() > 0):
+            return None
+        with torch.no_grad():
+            match_depth = F.interpolate(net_out["cost_volume_depth"].to(student_error.dtype),
+                                        size=tuple(student_error.shape[-2:]), mode="nearest")
+            match_error, _ = losses.min_reprojection_error(target, sources, match_depth, poses, K,
+                                                           ssim_weight=self.config.loss.ssim_weight)
+        return ~masks.reliability_mask(match_error, student_error.detach())
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -533,7 +550,10 @@ class StudentStage(StageModule):
         if exclude is not None:
             untrusted = untrusted | exclude
         loss = self.add_terms(terms["loss"] + cfg.distillation_weight * distill, scalars,
-                              cost_volume_target=self.cost_volume_target_term(student, untrusted),
+                              cost_volume_target=self.cost_volume_target_term(
+                                  student, untrusted,
+                                  self.match_explains_worse(target, sources, student, terms["reprojection_error"],
+                                                            poses, K)),
                               stereo_prior=self.labels_term(batch, student["depth"][0],
                                                             self.config.train.stereo_prior_student_steps, dynamic))
         images = {"depth_student": depth_image(student["depth"][0]), "depth_teacher": depth_image(teacher_depth)}
