@@ -293,6 +293,31 @@ def test_camera_height_scale_recovers_the_scale_of_a_rendered_road():
         assert factor.item() == pytest.approx(1.0 / unknown_scale, rel=0.05)
 
 
+def test_metric_by_camera_height_scales_each_image_and_gives_a_failed_fit_the_others_median():
+    import numpy as np
+
+    from mfdepth.synth.world import CAMERA_HEIGHT as RENDERED_HEIGHT
+    from mfdepth.synth.world import render_sequence
+
+    drive = render_sequence(seed=5, num_frames=3, height=64, width=192)
+    truth = torch.from_numpy(np.ascontiguousarray(drive.depth[:3]))[:, None].float()
+    K = torch.from_numpy(drive.K).float()[None].expand(3, 3, 3)
+    units = torch.tensor([0.02, 1.0, 7.0]).reshape(3, 1, 1, 1)
+    metres = M.metric_by_camera_height(truth * units, K, RENDERED_HEIGHT)
+    valid = truth > 0
+    assert ((metres - truth).abs()[valid] / truth[valid]).median() < 0.05  # each image at its own scale
+    # No depth at all in the second image: no ground to fit; it takes the median factor of the others.
+    blind = truth * units
+    blind[1] = 0.0
+    factors = M.camera_height_scale(blind, K, RENDERED_HEIGHT).flatten()
+    assert torch.isnan(factors[1]) and torch.isfinite(factors[[0, 2]]).all()
+    fixed = M.metric_by_camera_height(blind, K, RENDERED_HEIGHT)
+    assert torch.isfinite(fixed).all()
+    assert torch.equal(fixed[1], blind[1] * factors[[0, 2]].median())
+    nothing = M.metric_by_camera_height(torch.zeros_like(truth), K, RENDERED_HEIGHT)
+    assert torch.equal(nothing, torch.zeros_like(truth))  # every fit failed: factor 1
+
+
 def test_least_sharp_flags_all_but_each_images_sharpest_share():
     from mfdepth.masks import least_sharp
 

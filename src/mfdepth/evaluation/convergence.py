@@ -69,8 +69,8 @@ class ConvergenceJudge:
     Depth: per-image median-scaled AbsRel on all / static / moving pixels, d<1.25, AbsRel without any
     scaling (``abs_rel_metric``: the network's own unit), AbsRel made metric by the camera height alone
     (``abs_rel_camera_height``, :func:`mfdepth.masks.metric_by_camera_height`; None where the height is
-    unknown: ``masks.camera_height``, else the synthetic world's own), the fraction of pixels pinned at the lower depth bound, and the label-free
-    ``photometric`` error the training loss would see on these held-out frames. Pose: rotation
+    unknown: ``masks.camera_height``, else the synthetic world's own), the fraction of pixels pinned at
+    the lower depth bound, and the label-free ``photometric`` error the training loss would see on these held-out frames. Pose: rotation
     and translation-direction errors of the previous-frame pose. Mask: IoU of the depth inconsistency
     mask of the multi- and single-frame depths against the true motion.
     """
