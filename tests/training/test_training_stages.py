@@ -415,34 +415,44 @@ def test_the_student_stage_weighs_the_cost_volume_target_on_its_own(tiny_world, 
         load_config(None, ["loss.student_cost_volume_target_weight=-1"])
 
 
-def test_the_student_pulls_only_its_sharpest_matches_toward_the_cost_volume(tiny_world, tmp_path, monkeypatch):
-    """``loss.cost_volume_target_sharp_fraction``: the target's pixels are the trusted ones among each image's
-    sharpest matches, so at most that share of the image; at 1 every trusted pixel."""
+def _student_target_pixels(tiny_world, tmp_path, monkeypatch, variants):
+    """One student training forward per override in ``variants`` on the same batch and start; for each,
+    the pixels the cost-volume target pulls and the lowest-cost depth it pulls toward. Returns
+    ``(pulled {override: (trusted, match)}, the last stage, the batch)``."""
     from torch.utils.data import DataLoader
 
     from mfdepth import losses
     from mfdepth.config import apply_overrides
     from mfdepth.training.recipe import training_dataset
 
-    config = tiny_config(tiny_world, tmp_path / "sf", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+    config = tiny_config(tiny_world, tmp_path / "st", "train.pose_prior_steps=0", "train.static_camera_prob=0",
                          "train.zero_cost_volume_prob=0")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "sf", with_masks=False), batch_size=2)))
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "st", with_masks=False), batch_size=2)))
     runtime = loop.setup_runtime("cpu", "auto", "32")
     seen = {}
     original = losses.cost_volume_target_loss
 
     def spy(depth, cost_volume_depth, trusted):
-        seen["trusted"] = trusted.clone()
+        seen["pulled"] = (trusted.clone(), cost_volume_depth.detach().clone())
         return original(depth, cost_volume_depth, trusted)
 
     monkeypatch.setattr(losses, "cost_volume_target_loss", spy)
     pulled = {}
-    for fraction in (1.0, 0.3):
+    for override in variants:
         torch.manual_seed(0)
-        stage = StudentStage(apply_overrides(config, [f"loss.cost_volume_target_sharp_fraction={fraction}"])).train()
+        stage = StudentStage(apply_overrides(config, [override])).train()
         loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
-        pulled[fraction] = seen["trusted"]
-    everywhere, sharpest = pulled[1.0], pulled[0.3]
+        pulled[override] = seen["pulled"]
+    return pulled, stage, batch
+
+
+def test_the_student_pulls_only_its_sharpest_matches_toward_the_cost_volume(tiny_world, tmp_path, monkeypatch):
+    """``loss.cost_volume_target_sharp_fraction``: the target's pixels are the trusted ones among each image's
+    sharpest matches, so at most that share of the image; at 1 every trusted pixel."""
+    everywhere_key = "loss.cost_volume_target_sharp_fraction=1.0"
+    sharpest_key = "loss.cost_volume_target_sharp_fraction=0.3"
+    pulled, _, _ = _student_target_pixels(tiny_world, tmp_path, monkeypatch, [everywhere_key, sharpest_key])
+    everywhere, sharpest = pulled[everywhere_key][0], pulled[sharpest_key][0]
     assert everywhere.float().mean() > 0.3
     assert sharpest.float().mean() <= 0.3 + 0.01  # ties at the quantile: a cell or two more
     assert sharpest.any() and not (sharpest & ~everywhere).any()  # a subset of the trusted pixels
@@ -453,32 +463,11 @@ def test_the_student_pulls_toward_its_match_only_where_the_match_explains_the_im
     """``loss.cost_volume_target_photometric_gate``: the target's pixels are the trusted ones where warping
     with the lowest-cost depth is no worse than with the student's depth; a student whose depth is the
     match itself loses no pixel to the gate."""
-    from torch.utils.data import DataLoader
-
     from mfdepth import losses
-    from mfdepth.config import apply_overrides
-    from mfdepth.training.recipe import training_dataset
 
-    config = tiny_config(tiny_world, tmp_path / "pg", "train.pose_prior_steps=0", "train.static_camera_prob=0",
-                         "train.zero_cost_volume_prob=0")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "pg", with_masks=False), batch_size=2)))
-    runtime = loop.setup_runtime("cpu", "auto", "32")
-    seen = {}
-    original = losses.cost_volume_target_loss
-
-    def spy(depth, cost_volume_depth, trusted):
-        seen["trusted"] = trusted.clone()
-        seen["match"] = cost_volume_depth.detach().clone()
-        return original(depth, cost_volume_depth, trusted)
-
-    monkeypatch.setattr(losses, "cost_volume_target_loss", spy)
-    pulled = {}
-    for gate in (False, True):
-        torch.manual_seed(0)
-        stage = StudentStage(apply_overrides(config, [f"loss.cost_volume_target_photometric_gate={gate}"])).train()
-        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
-        pulled[gate] = seen["trusted"]
-    ungated, gated = pulled[False], pulled[True]
+    off, on = "loss.cost_volume_target_photometric_gate=false", "loss.cost_volume_target_photometric_gate=true"
+    pulled, stage, batch = _student_target_pixels(tiny_world, tmp_path, monkeypatch, [off, on])
+    (ungated, _), (gated, match) = pulled[off], pulled[on]
     assert ungated.float().mean() > 0.3
     assert gated.any() and not (gated & ~ungated).any()  # a subset of the trusted pixels
     assert gated.sum() < ungated.sum()  # an untrained student is not better than its match everywhere
@@ -488,11 +477,11 @@ def test_the_student_pulls_toward_its_match_only_where_the_match_explains_the_im
     for offset in sources:
         poses[offset] = torch.eye(4).expand(target.shape[0], 4, 4).clone()
         poses[offset][:, 2, 3] = 0.05 * offset  # a step along the optical axis per frame
-    as_target = torch.nn.functional.interpolate(seen["match"], size=tuple(target.shape[-2:]), mode="nearest")
+    as_target = torch.nn.functional.interpolate(match, size=tuple(target.shape[-2:]), mode="nearest")
     student_error, _ = losses.min_reprojection_error(target, sources, as_target, poses, K)
-    worse = stage.match_explains_worse(target, sources, {"cost_volume_depth": seen["match"]}, student_error, poses, K)
+    worse = stage.match_explains_worse(target, sources, {"cost_volume_depth": match}, student_error, poses, K)
     assert worse is not None and not worse.any()
     # A student depth that warps better than the match somewhere takes those pixels from the gate.
     student_error = torch.zeros_like(student_error)
-    assert stage.match_explains_worse(target, sources, {"cost_volume_depth": seen["match"]}, student_error,
+    assert stage.match_explains_worse(target, sources, {"cost_volume_depth": match}, student_error,
                                       poses, K).float().mean() > 0.5
