@@ -102,7 +102,7 @@ def main():
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"argv": vars(args), "runs": runs}, indent=2))
     labels = {"single": "single-frame", "multi": "multi-frame, true pose, fine matching",
               "multi_plain": "multi-frame, true pose, 1/4 matching only"}
-    lines = [f"# Supervised with the true depth: the bound at {args.steps} steps (64x192, batch 4, seed {args.seed})",
+    lines = [f"# Supervised with the true depth: the bound at {args.steps} steps (64x192, batch 4, seed {args.seed}, Adam lr {args.lr:g})",
              "", "| network | step | AbsRel | static | moving | d<1.25 |", "|---|---|---|---|---|---|"]
     for kind, history in runs.items():
         for row in history:

@@ -381,11 +381,11 @@ def test_divergence_keeps_the_checkpoint_from_before_the_bad_step(tiny_world, tm
     from mfdepth.training.recipe import run_stage
 
     run_dir = tmp_path / "run"
-    diverging = tiny(tiny_world, run_dir, "train.pretrain_steps=3", "train.learning_rate=1e30")
+    diverging = tiny(tiny_world, run_dir, "train.pretrain_steps=3", "train.pretrain_learning_rate=1e30")
     with pytest.raises(loop.NonFiniteLossError) as info:
         run_stage("pretrain", diverging, run_dir, progress=False)
     message = str(info.value)
-    assert "train.learning_rate" in message
+    assert "lower train.pretrain_learning_rate" in message  # the key that set this stage's rate
     last = run_dir / "checkpoints" / "pretrain-last.ckpt"
     # The step whose update blew the weights up had a finite loss; its checkpoint is never written.
     assert not last.exists() or _max_abs_weight(last) < 1e6

@@ -393,3 +393,15 @@ def test_own_size_scales_prefer_the_true_depth_at_every_scale():
     for scale in (1, 2):  # at 1/8 the 32x48 scene is 4x6 pixels and its 2-pixel shift a quarter pixel
         true = coarse_term(Z, scale)
         assert all(coarse_term(Z * f, scale) > true + 1e-3 for f in (0.5, 2.0)), scale
+
+
+def test_scale_anchor_loss_holds_the_mean_log_depth_and_moves_every_pixel_alike():
+    # Two images whose pixels' geometric mean is 0.2 * e: the loss is (log e) ** 2 = 1 whatever their shapes.
+    depth = torch.tensor([0.2 * math.e**2, 0.2, 0.2 * math.e, 0.2 * math.e]).reshape(2, 1, 1, 2).requires_grad_()
+    loss = L.scale_anchor_loss(depth, 0.2)
+    assert loss.item() == pytest.approx(1.0, rel=1e-5)
+    loss.backward()
+    # d loss / d log depth is the same for every pixel: 2 * 1 / N, pushing every depth down alike.
+    log_gradient = depth.grad * depth.detach()
+    assert torch.allclose(log_gradient, torch.full_like(log_gradient, 2.0 / 4))
+    assert L.scale_anchor_loss(0.3 * torch.ones(2, 1, 3, 3), 0.3).item() == pytest.approx(0.0, abs=1e-12)

@@ -455,6 +455,26 @@ def _median_per_image(residual: Tensor, labelled: Tensor) -> tuple[Tensor, Tenso
     return median, labelled.flatten(1).sum(dim=1) >= STEREO_PRIOR_MIN_CELLS
 
 
+def scale_anchor_loss(depth: Tensor, anchor: float) -> Tensor:
+    """How far the batch's mean log depth has moved from ``log anchor``: a gauge, not a shape.
+
+    A monocular depth and its pose net's translation are learned up to one common scale; nothing in the
+    photometric loss holds that scale, and at a high learning rate the pair slides toward the depth
+    range's lower bound, where the sigmoid saturates and the pixels stop learning (docs/convergence.md,
+    "The learning rate"). This term pins the one free direction and no other: it is the square of the
+    difference between the mean over the batch of every pixel's ``log depth`` and ``log anchor``, so
+    its gradient moves every pixel's log depth by the same amount and leaves each image's shape, and
+    how images compare with one another, to the other terms.
+
+    Args:
+        depth: ``(B, 1, H, W)`` predicted depth, in the network's unit (> 0).
+        anchor: the depth the batch's geometric mean is held at (e.g. ``model.initial_depth``), > 0.
+    Returns:
+        Scalar ``(mean log depth - log anchor) ** 2``.
+    """
+    return (torch.log(depth.float()).mean() - math.log(anchor)) ** 2
+
+
 def pose_length_loss(T_pred: Tensor, depth: Tensor, labels: Tensor) -> Tensor:
     """The pose net's translation length pulled toward the one the labels give for the (fixed) depth.
 

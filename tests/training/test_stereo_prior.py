@@ -363,3 +363,16 @@ def test_the_pose_length_term_is_on_while_the_labels_are():
     assert stage.pose_length_term(batch, {-1: T}, depth, 10) is None  # past the labels' steps
     off = PretrainStage(load_config(None, ["loss.pose_length_weight=0"])).train()
     assert off.pose_length_term(batch, {-1: T}, depth, 10) is None
+
+
+def test_the_scale_anchor_term_is_weighted_and_switched_off_at_zero():
+    from mfdepth.config import load_config
+    from mfdepth.training.stages import PretrainStage, TeacherStage
+
+    depth = 0.2 * np.e * torch.ones(2, 1, 8, 12)  # the default initial depth 0.2 times e: (log e) ** 2 = 1
+    anchored = PretrainStage(load_config(None, ["loss.scale_anchor_weight=0.5"])).train()
+    assert anchored.scale_anchor_term(depth).item() == pytest.approx(0.5, rel=1e-5)
+    assert anchored.eval().scale_anchor_term(depth) is None  # a training term only
+    assert PretrainStage(load_config(None, ["loss.scale_anchor_weight=0"])).train().scale_anchor_term(depth) is None
+    teacher = TeacherStage(load_config(None, [])).train()  # the default weight, 0.1, on the teacher too
+    assert teacher.scale_anchor_term(depth).item() == pytest.approx(0.1, rel=1e-5)

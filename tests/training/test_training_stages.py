@@ -162,19 +162,23 @@ def test_a_network_joining_late_gets_its_own_schedule(per_network):
         loop.learning_rate(1e-3, 99 if per_network else 199, 0, "cosine", 100 if per_network else 200))
 
 
-def test_teacher_and_student_stages_peak_at_their_own_rate_where_given():
+def test_each_stage_peaks_at_its_own_rate_where_given():
     config = load_config(None, ["train.lr_schedule=cosine", "train.learning_rate=2e-4",
                                 "train.teacher_learning_rate=5e-5"])
-    # Step 0 of a cosine schedule is its peak; the pretrain and student stages keep train.learning_rate.
+    # Step 0 of a cosine schedule is its peak; the student stage keeps train.learning_rate.
     assert loop.Schedule(config.train, 100, stage="teacher").rate(0) == pytest.approx(5e-5)
     assert loop.Schedule(config.train, 100, stage="teacher").rate(100) == pytest.approx(5e-7)
     assert loop.Schedule(config.train, 100, stage="student").rate(0) == pytest.approx(2e-4)
-    assert loop.Schedule(config.train, 100, stage="pretrain").rate(0) == pytest.approx(2e-4)
+    assert loop.Schedule(config.train, 100, stage="pretrain").rate(0) == pytest.approx(5e-4)  # its own default
+    unset = load_config(None, ["train.learning_rate=3e-4", "train.pretrain_learning_rate=null"])
+    assert loop.Schedule(unset.train, 100, stage="pretrain").rate(0) == pytest.approx(3e-4)
     config = load_config(None, ["train.student_learning_rate=1e-4"])
     assert loop.Schedule(config.train, 100, stage="student").rate(0) == pytest.approx(1e-4)
     assert loop.Schedule(config.train, 100, stage="teacher").rate(0) == pytest.approx(config.train.learning_rate)
     with pytest.raises(Exception, match="train.teacher_learning_rate"):
         load_config(None, ["train.teacher_learning_rate=0"])
+    with pytest.raises(Exception, match="train.pretrain_learning_rate"):
+        load_config(None, ["train.pretrain_learning_rate=-1e-4"])
 
 
 def test_cost_volume_range_starts_at_the_teachers_depth(tiny_world, tmp_path):
@@ -205,13 +209,13 @@ def test_warm_up_trains_the_single_frame_and_pose_nets_alone_with_the_pose_prior
 def test_multi_frame_net_can_join_as_a_copy_of_the_single_frame_net(tiny_world, tmp_path):
     # A learning rate far below float precision: the checkpoint holds the weights the net joined with.
     config = tiny_config(tiny_world, tmp_path / "run", "train.warmup_steps=1", "train.multi_from_single=true",
-                         "train.learning_rate=1e-30")
+                         "train.pretrain_learning_rate=1e-30")
     models = load_checkpoint(run_stage("pretrain", config, config.run_dir, progress=False))["models"]
     single, multi = models["raw.single"], models["raw.multi"]
     for key in ("decoder.disp_convs.0.weight", "encoder.layer3.0.conv1.weight"):
         assert key in multi and torch.equal(multi[key], single[key])
     assert multi["reduce.0.weight"][:, 64:].abs().max() < 1e-20  # the cost volume's weights start at 0
-    plain = tiny_config(tiny_world, tmp_path / "plain", "train.warmup_steps=1", "train.learning_rate=1e-30")
+    plain = tiny_config(tiny_world, tmp_path / "plain", "train.warmup_steps=1", "train.pretrain_learning_rate=1e-30")
     plain_multi = load_checkpoint(run_stage("pretrain", plain, plain.run_dir, progress=False))["models"]["raw.multi"]
     assert not torch.equal(plain_multi["decoder.disp_convs.0.weight"], single["decoder.disp_convs.0.weight"])
 

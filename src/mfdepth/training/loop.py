@@ -195,11 +195,19 @@ def make_optimizer(groups: list[dict], train_cfg) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=train_cfg.learning_rate, foreach=True)
 
 
+def stage_learning_rate_key(train_cfg, stage: str | None) -> str:
+    """The config key that sets a stage's peak learning rate: ``<stage>_learning_rate`` where that is
+    set, else ``learning_rate`` (without the ``train.`` prefix)."""
+    own = f"{stage}_learning_rate"
+    if stage in ("pretrain", "teacher", "student") and getattr(train_cfg, own, None) is not None:
+        return own
+    return "learning_rate"
+
+
 def stage_learning_rate(train_cfg, stage: str | None) -> float:
     """The peak learning rate of a stage: its own (``train.<stage>_learning_rate``) where set, else
     ``train.learning_rate``."""
-    own = getattr(train_cfg, f"{stage}_learning_rate", None) if stage in ("teacher", "student") else None
-    return train_cfg.learning_rate if own is None else own
+    return getattr(train_cfg, stage_learning_rate_key(train_cfg, stage))
 
 
 @dataclass
@@ -209,8 +217,8 @@ class Schedule:
 
     With ``train.lr_per_network`` a network that joins the stage late (the multi-frame net after the
     pretrain stage's warm-up, ``first_step``) gets the whole schedule over its own steps, instead of
-    joining the shared one part-way down its decay. The teacher and student stages peak at
-    ``train.teacher_learning_rate`` / ``train.student_learning_rate`` where those are set."""
+    joining the shared one part-way down its decay. Each stage peaks at its own
+    ``train.<stage>_learning_rate`` where that is set."""
 
     train_cfg: Any
     max_steps: int
@@ -249,6 +257,7 @@ class Checkpointer:
         self.final_path, self.last_path = checkpoint_paths(run_dir, module.name)
         self.config_dict = to_dict(config)
         self.every = config.train.checkpoint_every
+        self.rate_key = stage_learning_rate_key(config.train, module.name)
         self.unverified: dict | None = None
 
     def resume(self, max_steps: int) -> int:
@@ -272,7 +281,7 @@ class Checkpointer:
             if bad:
                 raise CheckpointError(
                     f"{candidate} holds non-finite numbers ({', '.join(bad[:3])}): the run diverged before it "
-                    f"was saved; delete it to restart stage {module.name}, and lower train.learning_rate or "
+                    f"was saved; delete it to restart stage {module.name}, and lower train.{self.rate_key} or "
                     "set train.grad_clip"
                 )
             module.load_checkpoint_models(state["models"])  # the stage maps entries to its networks
@@ -452,13 +461,13 @@ def forward_under_autocast(trained: torch.nn.Module, batch: dict, generator: tor
 
 
 def _non_finite_loss(name: str, loss: torch.Tensor, step: int, epoch: int, batches_per_epoch: int, batch: dict,
-                     last_path: Path) -> NonFiniteLossError:
+                     last_path: Path, rate_key: str = "learning_rate") -> NonFiniteLossError:
     ids = batch.get("id", [])
     kept = last_path if last_path.is_file() else "none yet (the stage restarts from its start)"
     return NonFiniteLossError(
         f"{name}: loss became {loss.item()} at step {step} "
         f"(epoch {epoch}, batch {step % batches_per_epoch}; samples: {', '.join(map(str, ids))}); "
-        f"last good checkpoint kept: {kept}; lower train.learning_rate or set train.grad_clip "
+        f"last good checkpoint kept: {kept}; lower train.{rate_key} or set train.grad_clip "
         "and run again to resume from it"
     )
 
@@ -541,7 +550,8 @@ def fit(
             module.global_step = step
             loss, scalars, images = forward_under_autocast(trained, batch, step_generator(train_cfg.seed, step), runtime)
             if not torch.isfinite(loss):
-                raise _non_finite_loss(module.name, loss, step, epoch, batches_per_epoch, batch, checkpoints.last_path)
+                raise _non_finite_loss(module.name, loss, step, epoch, batches_per_epoch, batch, checkpoints.last_path,
+                                       stage_learning_rate_key(train_cfg, module.name))
             checkpoints.loss_is_finite()
             _optimise(loss, optimizer, scaler, params, train_cfg.grad_clip)
             module.after_optimizer_step()

@@ -269,6 +269,14 @@ class StageModule(nn.Module):
             return None
         return weight * losses.pose_length_loss(poses[-1], depth, labels)
 
+    def scale_anchor_term(self, depth: torch.Tensor) -> torch.Tensor | None:
+        """``loss.scale_anchor_weight`` times :func:`mfdepth.losses.scale_anchor_loss` of ``depth``
+        ``(B,1,H,W)`` at ``model.initial_depth``, in training; None when off."""
+        weight = self.config.loss.scale_anchor_weight
+        if not weight or not self.training or self.config.model.initial_depth is None:
+            return None
+        return weight * losses.scale_anchor_loss(depth, self.config.model.initial_depth)
+
     def cost_volume_inputs(self, target_aug, previous_aug, T_prev_target, generator):
         """Apply the static-camera and zero-cost-volume augmentations (METHOD.md).
 
@@ -361,7 +369,8 @@ class PretrainStage(StageModule):
         loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses),
                               stereo_prior=self.stereo_prior_term(batch, single["depth"][0], "single"),
                               pose_length=self.pose_length_term(batch, predicted_poses, single["depth"][0],
-                                                                self.config.train.stereo_prior_steps))
+                                                                self.config.train.stereo_prior_steps),
+                              scale_anchor=self.scale_anchor_term(single["depth"][0]))
         images = {"depth_single": depth_image(teacher_depth)}
         if not self.multi_active():
             # The same columns in every row of the loss log (its header is fixed by the first row).
@@ -432,7 +441,8 @@ class TeacherStage(StageModule):
                               stereo_prior=self.labels_term(batch, out["depth"][0],
                                                             self.config.train.stereo_prior_teacher_steps, dynamic),
                               pose_length=self.pose_length_term(batch, poses, out["depth"][0],
-                                                                self.config.train.stereo_prior_teacher_steps))
+                                                                self.config.train.stereo_prior_teacher_steps),
+                              scale_anchor=self.scale_anchor_term(out["depth"][0]))
         return loss, {k: v.detach() for k, v in scalars.items()}, {"depth": depth_image(out["depth"][0])}
 
 
