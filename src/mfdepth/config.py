@@ -182,7 +182,7 @@ class LossConfig:
     """Weight of ``losses.scale_anchor_loss`` on the single-frame depth (S0 in the pretrain stage, the teacher
     in its own): the batch's mean log depth held at ``model.initial_depth``, the scale the photometric
     loss leaves free (at a high learning rate it slides into the depth range's lower bound;
-    docs/convergence.md); 0 = off."""
+    docs/convergence.md, failure 13); 0 = off."""
     pose_length_weight: float = 0.1
     """Weight of ``losses.pose_length_loss`` while the labels are on (pretrain ``train.stereo_prior_steps``,
     teacher ``train.stereo_prior_teacher_steps``): the pose net's translation length pulled toward the one

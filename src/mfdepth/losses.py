@@ -461,7 +461,7 @@ def scale_anchor_loss(depth: Tensor, anchor: float) -> Tensor:
     A monocular depth and its pose net's translation are learned up to one common scale; nothing in the
     photometric loss holds that scale, and at a high learning rate the pair slides toward the depth
     range's lower bound, where the sigmoid saturates and the pixels stop learning (docs/convergence.md,
-    "The learning rate"). This term pins the one free direction and no other: it is the square of the
+    failure 13). This term pins the one free direction and no other: it is the square of the
     difference between the mean over the batch of every pixel's ``log depth`` and ``log anchor``, so
     its gradient moves every pixel's log depth by the same amount and leaves each image's shape, and
     how images compare with one another, to the other terms.
