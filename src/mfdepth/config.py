@@ -225,6 +225,10 @@ class TrainConfig:
     labelled pretrain stage taught S0 (docs/convergence.md, failures 10 and 11)."""
     student_learning_rate: float | None = None
     """The student stage's peak rate; None = ``learning_rate``."""
+    pose_learning_rate_scale: float = 1.0
+    """The pose net's rate as a fraction of its stage's, in every stage where it trains (pretrain,
+    teacher): lets the depth nets take a rate at which the pose net itself is unstable
+    (docs/convergence.md, failure 13)."""
     multi_from_single: bool = False
     """Pretrain stage: the multi-frame net joins as a copy of the single-frame net whose cost-volume
     weights are zero (:meth:`MultiFrameDepthNet.start_from_single`), instead of from its own random
@@ -591,6 +595,9 @@ def validate(config: Config) -> None:
         rate = getattr(t, key)
         if rate is not None and not (math.isfinite(rate) and rate > 0):
             raise ConfigError(f"train.{key}: {rate} must be positive (e.g. 5e-5), or null for train.learning_rate")
+    if not (math.isfinite(t.pose_learning_rate_scale) and t.pose_learning_rate_scale > 0):
+        raise ConfigError(f"train.pose_learning_rate_scale: {t.pose_learning_rate_scale} must be positive "
+                          "(1 = the stage's rate)")
     if t.grad_clip < 0:
         raise ConfigError(f"train.grad_clip: {t.grad_clip} must be 0 (off) or positive")
     for key in ("static_camera_prob", "zero_cost_volume_prob"):

@@ -181,6 +181,19 @@ def test_each_stage_peaks_at_its_own_rate_where_given():
         load_config(None, ["train.pretrain_learning_rate=-1e-4"])
 
 
+def test_the_pose_net_runs_at_its_fraction_of_each_stages_rate():
+    config = load_config(None, ["train.lr_schedule=cosine", "train.learning_rate=2e-4",
+                                "train.pretrain_learning_rate=1e-3", "train.pose_learning_rate_scale=0.5"])
+    pretrain = loop.Schedule(config.train, 100, stage="pretrain")
+    assert pretrain.rate(0, "pose") == pytest.approx(5e-4)
+    assert pretrain.rate(0, "single") == pytest.approx(1e-3)
+    assert pretrain.rate(50, "pose") == pytest.approx(0.5 * pretrain.rate(50, "single"))  # the same schedule
+    assert loop.Schedule(config.train, 100, stage="teacher").rate(0, "pose") == pytest.approx(1e-4)
+    assert loop.Schedule(config.train, 100, stage="teacher").rate(0, "teacher") == pytest.approx(2e-4)
+    with pytest.raises(Exception, match="train.pose_learning_rate_scale"):
+        load_config(None, ["train.pose_learning_rate_scale=0"])
+
+
 def test_cost_volume_range_starts_at_the_teachers_depth(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "run", "model.adaptive_range_momentum=0.99")
     stage = PretrainStage(config)

@@ -218,7 +218,8 @@ class Schedule:
     With ``train.lr_per_network`` a network that joins the stage late (the multi-frame net after the
     pretrain stage's warm-up, ``first_step``) gets the whole schedule over its own steps, instead of
     joining the shared one part-way down its decay. Each stage peaks at its own
-    ``train.<stage>_learning_rate`` where that is set."""
+    ``train.<stage>_learning_rate`` where that is set, the pose net at ``train.pose_learning_rate_scale``
+    times that."""
 
     train_cfg: Any
     max_steps: int
@@ -232,8 +233,9 @@ class Schedule:
         start = 0
         if t.lr_per_network and self.first_step is not None and network is not None:
             start = min(self.first_step(network), self.max_steps - 1)
-        return learning_rate(stage_learning_rate(t, self.stage), max(step - start, 0), t.lr_decay_step,
-                             t.lr_schedule, self.max_steps - start, t.lr_warmup_steps)
+        peak = stage_learning_rate(t, self.stage) * (t.pose_learning_rate_scale if network == "pose" else 1.0)
+        return learning_rate(peak, max(step - start, 0), t.lr_decay_step, t.lr_schedule, self.max_steps - start,
+                             t.lr_warmup_steps)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         for group in optimizer.param_groups:
