@@ -227,8 +227,12 @@ class TrainConfig:
     """The student stage's peak rate; None = ``learning_rate``."""
     pose_learning_rate_scale: float = 1.0
     """The pose net's rate as a fraction of its stage's, in every stage where it trains (pretrain,
-    teacher): lets the depth nets take a rate at which the pose net itself is unstable
-    (docs/convergence.md, failure 13)."""
+    teacher): at the demo's pretrain rate the pose net drifts once its two-view prior lets go, at 0.4x it
+    does not (0.4 in the long recipe; docs/convergence.md, failure 14)."""
+    pose_learning_rate_scale_after_prior: bool = False
+    """Apply ``pose_learning_rate_scale`` only once the two-view prior stops supervising the pose net (from
+    step ``pose_prior_steps`` of a stage on): the pose net converges at the full rate while the prior
+    holds it, and moves slower once only the photometric loss does (docs/convergence.md, failure 14)."""
     multi_from_single: bool = False
     """Pretrain stage: the multi-frame net joins as a copy of the single-frame net whose cost-volume
     weights are zero (:meth:`MultiFrameDepthNet.start_from_single`), instead of from its own random

@@ -192,6 +192,12 @@ def test_the_pose_net_runs_at_its_fraction_of_each_stages_rate():
     assert loop.Schedule(config.train, 100, stage="teacher").rate(0, "teacher") == pytest.approx(2e-4)
     with pytest.raises(Exception, match="train.pose_learning_rate_scale"):
         load_config(None, ["train.pose_learning_rate_scale=0"])
+    after = load_config(None, ["train.lr_schedule=cosine", "train.pretrain_learning_rate=1e-3",
+                               "train.pose_learning_rate_scale=0.5", "train.pose_learning_rate_scale_after_prior=true",
+                               "train.pose_prior_steps=20"])
+    pretrain = loop.Schedule(after.train, 100, stage="pretrain")
+    assert pretrain.rate(19, "pose") == pytest.approx(pretrain.rate(19, "single"))  # the prior still holds it
+    assert pretrain.rate(20, "pose") == pytest.approx(0.5 * pretrain.rate(20, "single"))
 
 
 def test_cost_volume_range_starts_at_the_teachers_depth(tiny_world, tmp_path):

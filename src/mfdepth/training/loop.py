@@ -233,9 +233,17 @@ class Schedule:
         start = 0
         if t.lr_per_network and self.first_step is not None and network is not None:
             start = min(self.first_step(network), self.max_steps - 1)
-        peak = stage_learning_rate(t, self.stage) * (t.pose_learning_rate_scale if network == "pose" else 1.0)
+        peak = stage_learning_rate(t, self.stage) * self.pose_scale(step, network)
         return learning_rate(peak, max(step - start, 0), t.lr_decay_step, t.lr_schedule, self.max_steps - start,
                              t.lr_warmup_steps)
+
+    def pose_scale(self, step: int, network: str | None) -> float:
+        """``train.pose_learning_rate_scale`` for the pose net (with ``..._after_prior``, only from step
+        ``train.pose_prior_steps`` on), 1 for every other network."""
+        t = self.train_cfg
+        if network != "pose" or (t.pose_learning_rate_scale_after_prior and step < t.pose_prior_steps):
+            return 1.0
+        return t.pose_learning_rate_scale
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         for group in optimizer.param_groups:
