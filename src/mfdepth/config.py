@@ -250,6 +250,10 @@ class TrainConfig:
     pose_prior_steps: int = 250
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
+    pose_prior_in_teacher: bool = True
+    """The prior supervises the pose net in the teacher stage too (its first ``pose_prior_steps``), not
+    only in the pretrain stage. The teacher's pose net starts trained, closer to the truth than the prior:
+    at the long budget the prior pulls it from 0.6 to 5.4 deg (docs/convergence.md, failure 15)."""
     pose_prior_warp_steps: int = 150
     """Pretrain stage (its pose net starts from scratch): steps in which the photometric loss warps
     with the two-view prior's rotation and translation direction (the pose net's translation length

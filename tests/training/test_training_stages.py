@@ -508,3 +508,22 @@ def test_the_student_pulls_toward_its_match_only_where_the_match_explains_the_im
     student_error = torch.zeros_like(student_error)
     assert stage.match_explains_worse(target, sources, {"cost_volume_depth": match}, student_error,
                                       poses, K).float().mean() > 0.5
+
+
+def test_the_teacher_stage_uses_the_pose_prior_only_when_told_to():
+    frames = torch.rand(1, 3, 3, 64, 192, generator=torch.Generator().manual_seed(0))
+    K = torch.tensor([[100.0, 0.0, 96.0], [0.0, 100.0, 32.0], [0.0, 0.0, 1.0]]).expand(1, 3, 3, 3)
+    prior = torch.eye(4).repeat(1, 2, 1, 1)
+    prior[:, :, 2, 3] = 1.0
+    batch = {"frames": frames, "frames_aug": frames, "K": K, "offsets": torch.tensor([[0, -1, 1]]),
+             "pose_prior": prior, "pose_prior_valid": torch.ones(1, 2, dtype=torch.bool)}
+    logged = {}
+    for setting in ("true", "false"):
+        stage = TeacherStage(tiny_config(None, "unused", "train.pose_prior_steps=4",
+                                         f"train.pose_prior_in_teacher={setting}")).train()
+        stage.global_step = 0
+        loss, scalars, _ = stage.forward(batch, torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)
+        logged[setting] = scalars
+    assert logged["true"]["pose_prior"] > 0  # the pose net starts untrained: far from the prior
+    assert "pose_prior" not in logged["false"]

@@ -437,7 +437,8 @@ class TeacherStage(StageModule):
         scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"]}
         if dynamic is not None:
             scalars["dynamic_fraction"] = dynamic.float().mean()
-        loss = self.add_terms(terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, poses),
+        pose_prior = self.pose_prior_term(batch, poses) if self.config.train.pose_prior_in_teacher else None
+        loss = self.add_terms(terms["loss"], scalars, pose_prior=pose_prior,
                               stereo_prior=self.labels_term(batch, out["depth"][0],
                                                             self.config.train.stereo_prior_teacher_steps, dynamic),
                               pose_length=self.pose_length_term(batch, poses, out["depth"][0],
