@@ -94,8 +94,8 @@ def main(argv=None) -> int:
         folder, frame = sample_id.split()[:2]
         gt = batch["depth_gt"][k][0].numpy()
         valid = (gt > 1e-3) & (gt < MAX_DEPTH)
-        instance = np.asarray(Image.open(root / folder / "gt" / "instance" / f"{frame}.png")).astype(np.int64)
-        moving = read_mask_png(root / folder / "gt" / "dynamic" / f"{frame}.png") > 0
+        instance = np.asarray(Image.open(root / folder / "gt" / "instance" / f"{int(frame):010d}.png")).astype(np.int64)
+        moving = read_mask_png(root / folder / "gt" / "dynamic" / f"{int(frame):010d}.png") > 0
         if instance.shape != gt.shape or moving.shape != gt.shape:
             raise ValueError(f"{folder} frame {frame}: instance / motion masks differ in size from the depth")
         static = valid & ~moving
