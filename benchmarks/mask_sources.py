@@ -57,6 +57,8 @@ def main():
     parser.add_argument("checkpoint")
     parser.add_argument("--data", default="data/synthetic")
     parser.add_argument("--name", default="mask_sources")
+    parser.add_argument("--no-align-median", action="store_true",
+                        help="compare D_o and D_r as they are, without the rule's per-image median alignment")
     args = parser.parse_args()
     checkpoint = load_checkpoint(args.checkpoint)
     meta = checkpoint["meta"]
@@ -118,7 +120,7 @@ def main():
     for name, d_o, upper, lower, blobs, *reference in rules:
         d_r = reference[0] if reference else d_single
         mask = compute_dynamic_mask(d_o, d_r, K, upper_ratio=upper, lower_ratio=lower,
-                                    align_median=mcfg.align_median, ground_check=mcfg.ground_check,
+                                    align_median=mcfg.align_median and not args.no_align_median, ground_check=mcfg.ground_check,
                                     camera_height=mcfg.camera_height, ground_tolerance=mcfg.ground_tolerance,
                                     min_blob_area=blobs, dilation=mcfg.dilation)
         quality = MaskQualityAccumulator()
@@ -127,11 +129,12 @@ def main():
         ratio = d_o * median_ratio(d_o, d_r) / d_r
         rows[name] = {**quality.compute(), "flagged": float(mask.float().mean()),
                       "ratio_moving": float(ratio[moving].median()), "ratio_static": float(ratio[~moving].median())}
-    payload = {"checkpoint": args.checkpoint, "frames": n, "reliance": reliance, "rows": rows,
+    payload = {"checkpoint": args.checkpoint, "frames": n, "align_median": not args.no_align_median, "reliance": reliance, "rows": rows,
                "sharpness_median": {"moving": sharp_moving, "static": sharp_static}}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2))
-    lines = [f"# Mask sources of `{args.checkpoint}` ({n} test frames)", "",
+    lines = [f"# Mask sources of `{args.checkpoint}` ({n} test frames"
+             f"{', no median alignment' if args.no_align_median else ''})", "",
              f"M0's reliance on its cost volume: median |log(D / D_zeroed)| {reliance['median_abs_log_change']:.3f}, "
              f"{100 * reliance['changed_over_10pct']:.0f}% of pixels changed by more than 10%. "
              f"Match sharpness (median): moving {sharp_moving:.3f}, static {sharp_static:.3f}.", "",
