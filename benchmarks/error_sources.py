@@ -48,8 +48,9 @@ def load_networks(path: str, config) -> dict:
 
 
 @torch.no_grad()
-def predict(nets: dict, batch: dict) -> dict[str, torch.Tensor]:
-    """Depth ``(N, 1, h, w)`` of the single-frame and (if present) multi-frame net for a collated batch."""
+def predict(nets: dict, batch: dict, lowest_cost: bool = False) -> dict[str, torch.Tensor]:
+    """Depth ``(N, 1, h, w)`` of the single-frame and (if present) multi-frame net for a collated batch;
+    with ``lowest_cost``, also the multi-frame net's lowest-cost depth (``(N, 1, h/4, w/4)``)."""
     offsets = [int(o) for o in batch["offsets"][0]]
     target, previous, K = batch["frames"][:, 0], batch["frames"][:, offsets.index(-1)], batch["K"][:, 0]
     T = nets["pose"](target, previous, source_is_before=True)
@@ -58,8 +59,11 @@ def predict(nets: dict, batch: dict) -> dict[str, torch.Tensor]:
     if single is not None:
         out["single"] = torch.cat([single(target[i:i + 8])["depth"][0] for i in range(0, len(target), 8)])
     if "multi" in nets:
-        out["multi"] = torch.cat([nets["multi"](target[i:i + 8], previous[i:i + 8], T[i:i + 8], K[i:i + 8])["depth"][0]
-                                  for i in range(0, len(target), 8)])
+        multi = [nets["multi"](target[i:i + 8], previous[i:i + 8], T[i:i + 8], K[i:i + 8])
+                 for i in range(0, len(target), 8)]
+        out["multi"] = torch.cat([m["depth"][0] for m in multi])
+        if lowest_cost:
+            out["lowest_cost"] = torch.cat([m["cost_volume_depth"] for m in multi])
     return out
 
 
@@ -95,9 +99,9 @@ def band_table(depth: torch.Tensor, gts: np.ndarray) -> dict:
     return {"abs_rel": float(rel[valid].mean()), "depth_bands": bands, "row_bands": rows}
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def checkpoint_benchmark(description: str, argv: list[str]):
+    """``(args, config, nets)`` of a script run as ``SCRIPT CHECKPOINT --data ROOT --name NAME [KEY=VALUE ...]``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("checkpoint")
     parser.add_argument("--data", default="data/synthetic")
     parser.add_argument("--name", required=True)
@@ -106,7 +110,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = load_config(None, [f"data.root={args.data}", *args.overrides])
-    nets = load_networks(args.checkpoint, config)
+    return args, config, load_networks(args.checkpoint, config)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, config, nets = checkpoint_benchmark(__doc__.split("\n\n")[0], argv)
 
     subsets = {}
     for subset in ("train", "val", "test"):

@@ -21,44 +21,23 @@ Writes ``benchmarks/results/moving_objects_<name>.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from error_sources import RESULTS, load_networks  # noqa: E402
-from mfdepth.config import load_config  # noqa: E402
+from error_sources import RESULTS, checkpoint_benchmark, predict  # noqa: E402
 from mfdepth.data import build_dataset  # noqa: E402
 from mfdepth.data.base import collate_samples  # noqa: E402
 from mfdepth.data.files import read_mask_png  # noqa: E402
 from mfdepth.synth.scene import build_scene  # noqa: E402
 
 MAX_DEPTH = 80.0
-
-
-@torch.no_grad()
-def predictions(nets: dict, batch: dict) -> dict[str, torch.Tensor]:
-    """``(N, 1, h, w)`` depth of the single-frame net, the multi-frame net and its lowest-cost depth."""
-    offsets = [int(o) for o in batch["offsets"][0]]
-    target, previous, K = batch["frames"][:, 0], batch["frames"][:, offsets.index(-1)], batch["K"][:, 0]
-    T = nets["pose"](target, previous, source_is_before=True)
-    single = nets.get("single") or nets["teacher"]
-    out = {"single": [], "multi": [], "lowest_cost": []}
-    for i in range(0, len(target), 8):
-        s = slice(i, i + 8)
-        out["single"].append(single(target[s])["depth"][0])
-        if "multi" in nets:
-            multi = nets["multi"](target[s], previous[s], T[s], K[s])
-            out["multi"].append(multi["depth"][0])
-            out["lowest_cost"].append(multi["cost_volume_depth"])
-    return {k: torch.cat(v) for k, v in out.items() if v}
 
 
 def instance_roles(root: Path, folder: str, cache: dict) -> dict[int, str]:
@@ -73,20 +52,11 @@ def instance_roles(root: Path, folder: str, cache: dict) -> dict[int, str]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--data", default="data/synthetic")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args, config, nets = checkpoint_benchmark(__doc__.split("\n\n")[0], argv)
     root = Path(args.data)
-    config = load_config(None, [f"data.root={args.data}", *args.overrides])
-    nets = load_networks(args.checkpoint, config)
     dataset = build_dataset(config.data, "test", augment=False)
     batch = collate_samples([dataset[i] for i in range(len(dataset))])
-    depths = predictions(nets, batch)
+    depths = predict(nets, batch, lowest_cost=True)
 
     stats: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     roles_cache: dict = {}
