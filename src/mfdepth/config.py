@@ -233,21 +233,21 @@ class TrainConfig:
     """Apply ``pose_learning_rate_scale`` only once the two-view prior stops supervising the pose net (from
     step ``pose_prior_steps`` of a stage on): the pose net converges at the full rate while the prior
     holds it, and moves slower once only the photometric loss does (docs/convergence.md, failure 14)."""
-    multi_from_single: bool = False
+    multi_from_single: bool = True
     """Pretrain stage: the multi-frame net joins as a copy of the single-frame net whose cost-volume
     weights are zero (:meth:`MultiFrameDepthNet.start_from_single`), instead of from its own random
     start: it begins as good as S and has only to learn what the cost volume adds."""
     lr_per_network: bool = True
     """Each network's schedule runs over its own steps: the multi-frame net, joining the pretrain stage
     after ``warmup_steps``, starts at the full rate instead of where the shared decay has got to."""
-    warmup_steps: int = 250
+    warmup_steps: int = 750
     """Pretrain stage: the single-frame and pose nets train alone this many steps before the
     multi-frame net joins (its cost volume needs a sensible pose and depth range first)."""
     multi_trains_pose: bool = False
     """Pretrain stage: the multi-frame net's photometric loss also trains the pose net (ManyDepth).
     Off: the pose net learns from the single-frame net's loss (and the prior) only, so a multi-frame
     net that has just joined with a random decoder cannot pull the shared pose away."""
-    pose_prior_steps: int = 250
+    pose_prior_steps: int = 750
     """Steps of each pose-training stage in which the two-view pose prior (mfdepth.data.two_view)
     supervises the pose net; 0 = no prior (nothing is computed)."""
     pose_prior_in_teacher: bool = True
@@ -260,7 +260,7 @@ class TrainConfig:
     kept, so the depth scale is still learned) instead of the pose net's own, while the prior
     supervises the pose net; only within the prior's ``pose_prior_steps`` (0 there turns both off).
     The depth net then never learns from a wrong early pose (docs/convergence.md, failure 7)."""
-    stereo_prior_steps: int = 500
+    stereo_prior_steps: int = 1000
     """Steps of the pretrain stage during which plane-sweep depth labels, computed once from the frames and
     the two-view pose prior (``mfdepth.training.stereo_prior``), supervise the shape of the pretrain nets
     that ``loss.stereo_prior_network`` names; 0 = off. They need the pose prior (``pose_prior_steps`` > 0)
@@ -284,8 +284,8 @@ class TrainConfig:
     """With ``stereo_prior_steps``: a 1/4-grid cell whose unwarped neighbour frame matches within ``1 +
     margin`` times its best depth hypothesis's cost gets no label (an auto-mask: what moves with the camera
     has no parallax to measure); None = no such check."""
-    pretrain_steps: int = 500
-    teacher_steps: int = 250
+    pretrain_steps: int = 1000
+    teacher_steps: int = 400
     student_steps: int = 400
     seed: int = 0
     accelerator: str = "auto"

@@ -234,7 +234,8 @@ def test_multi_frame_net_can_join_as_a_copy_of_the_single_frame_net(tiny_world, 
     for key in ("decoder.disp_convs.0.weight", "encoder.layer3.0.conv1.weight"):
         assert key in multi and torch.equal(multi[key], single[key])
     assert multi["reduce.0.weight"][:, 64:].abs().max() < 1e-20  # the cost volume's weights start at 0
-    plain = tiny_config(tiny_world, tmp_path / "plain", "train.warmup_steps=1", "train.pretrain_learning_rate=1e-30")
+    plain = tiny_config(tiny_world, tmp_path / "plain", "train.warmup_steps=1", "train.multi_from_single=false",
+                        "train.pretrain_learning_rate=1e-30")
     plain_multi = load_checkpoint(run_stage("pretrain", plain, plain.run_dir, progress=False))["models"]["raw.multi"]
     assert not torch.equal(plain_multi["decoder.disp_convs.0.weight"], single["decoder.disp_convs.0.weight"])
 
