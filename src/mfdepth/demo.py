@@ -245,9 +245,10 @@ def run_demo(run_dir="runs/demo", data_root="data/synthetic", config_path=None, 
     return write_report(config, run_dir, evaluations, mask_summary, timings, poses, curve)
 
 
-CURVE_EVERY = 100
-"""Steps between two evaluations of the test split during the demo's training (2-4 s each on 2 cores:
-every 50 steps cost 72 s, 6% of the demo; ``benchmarks/convergence.py`` keeps its own interval)."""
+CURVE_EVERY = 200
+"""Steps between two evaluations of the test split during the demo's training (3-5 s each on 2 cores; at
+every 100 steps the 1800-step demo spent about a minute on them; ``benchmarks/convergence.py`` keeps its
+own interval)."""
 
 
 def _curve_recorder(judge, history: list, stage: str, total_steps: int, seconds_before: float):
