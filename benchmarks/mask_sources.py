@@ -111,16 +111,16 @@ def main():
     oracle_reference = torch.where(known, truth, d_single)
     # The same sources under an upper-side-only rule (D_o > k D_r): cars driving with the camera look far
     # in a static-world match, and every static false alarm of the paper's band is on its lower side.
-    rules = [(name, d_o, mcfg.upper_ratio, mcfg.lower_ratio, mcfg.min_blob_area) for name, d_o in sources]
+    paper = (mcfg.upper_ratio, mcfg.lower_ratio, mcfg.min_blob_area)
+    rules = [(name, d_o, d_single, *paper) for name, d_o in sources]
     for k in (2.0, 3.0):
-        rules += [(f"{name}, D_o > {k:g} D_r only, blobs < 20 px dropped", d_o, k, 0.0, 20)
+        rules += [(f"{name}, D_o > {k:g} D_r only, blobs < 20 px dropped", d_o, d_single, k, 0.0, 20)
                   for name, d_o in sources[:2]]
-    rules.append(("the same oracle against D_r = the true depth", premise, mcfg.upper_ratio, mcfg.lower_ratio,
-                  mcfg.min_blob_area, oracle_reference))
-    for name, d_o, upper, lower, blobs, *reference in rules:
-        d_r = reference[0] if reference else d_single
+    rules.append(("the same oracle against D_r = the true depth", premise, oracle_reference, *paper))
+    align_median = mcfg.align_median and not args.no_align_median
+    for name, d_o, d_r, upper, lower, blobs in rules:
         mask = compute_dynamic_mask(d_o, d_r, K, upper_ratio=upper, lower_ratio=lower,
-                                    align_median=mcfg.align_median and not args.no_align_median, ground_check=mcfg.ground_check,
+                                    align_median=align_median, ground_check=mcfg.ground_check,
                                     camera_height=mcfg.camera_height, ground_tolerance=mcfg.ground_tolerance,
                                     min_blob_area=blobs, dilation=mcfg.dilation)
         quality = MaskQualityAccumulator()
@@ -129,7 +129,7 @@ def main():
         ratio = d_o * median_ratio(d_o, d_r) / d_r
         rows[name] = {**quality.compute(), "flagged": float(mask.float().mean()),
                       "ratio_moving": float(ratio[moving].median()), "ratio_static": float(ratio[~moving].median())}
-    payload = {"checkpoint": args.checkpoint, "frames": n, "align_median": not args.no_align_median, "reliance": reliance, "rows": rows,
+    payload = {"checkpoint": args.checkpoint, "frames": n, "align_median": align_median, "reliance": reliance, "rows": rows,
                "sharpness_median": {"moving": sharp_moving, "static": sharp_static}}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2))

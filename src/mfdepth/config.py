@@ -236,7 +236,9 @@ class TrainConfig:
     multi_from_single: bool = True
     """Pretrain stage: the multi-frame net joins as a copy of the single-frame net whose cost-volume
     weights are zero (:meth:`MultiFrameDepthNet.start_from_single`), instead of from its own random
-    start: it begins as good as S and has only to learn what the cost volume adds."""
+    start: it begins as good as S and has only to learn what the cost volume adds. On by default since the
+    demo's warm-up became 750 of its 1000 pretrain steps: from a random start M0 then ends behind S0 on
+    static pixels (docs/convergence.md, failure 16)."""
     lr_per_network: bool = True
     """Each network's schedule runs over its own steps: the multi-frame net, joining the pretrain stage
     after ``warmup_steps``, starts at the full rate instead of where the shared decay has got to."""
