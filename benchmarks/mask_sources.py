@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from mfdepth.config import apply_overrides, config_from_dict
 from mfdepth.evaluation.convergence import ConvergenceJudge
 from mfdepth.evaluation.metrics import MaskQualityAccumulator
-from mfdepth.masks import compute_dynamic_mask, median_ratio
+from mfdepth.losses import min_reprojection_error
+from mfdepth.masks import compute_dynamic_mask, cost_volume_inconsistency, median_ratio
 from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
 from mfdepth.models.cost_volume import match_sharpness as cost_volume_match_sharpness
 from mfdepth.models.factory import build_multi, build_pose, build_single
@@ -59,10 +60,11 @@ def main():
     parser.add_argument("--name", default="mask_sources")
     parser.add_argument("--no-align-median", action="store_true",
                         help="compare D_o and D_r as they are, without the rule's per-image median alignment")
-    args = parser.parse_args()
+    parser.add_argument("overrides", nargs="*", help="config overrides for the rule, e.g. masks.ground_check=false")
+    args = parser.parse_intermixed_args()
     checkpoint = load_checkpoint(args.checkpoint)
     meta = checkpoint["meta"]
-    config = apply_overrides(config_from_dict(meta["config"]), [f"data.root={args.data}"])
+    config = apply_overrides(config_from_dict(meta["config"]), [f"data.root={args.data}", *args.overrides])
     judge = ConvergenceJudge(config)
     single, pose = build_single(config), build_pose(config)
     multi = build_multi(config, msff=bool(meta.get("msff", False)), fine_matching=meta.get("fine_matching"),
@@ -95,6 +97,23 @@ def main():
         level = float(sharp.flatten().quantile(q))
         sources.append((f"lowest-cost where sharpness > q{q:.2f} ({level:.3f}), else M0 output",
                         torch.where(sharp > level, d_cost, d_multi)))
+    # An M0 that follows its match wherever the match explains the frames better than S0's depth does
+    # (photometric error over both source frames), and keeps its own depth elsewhere: what M0 would be if
+    # it followed its cost volume on moving objects as METHOD.md assumes, with this cost volume.
+    with torch.no_grad():
+        offsets = sorted(judge.sources)
+        poses = {o: pose(target, judge.sources[o], source_is_before=o < 0) for o in offsets}
+        def errors(depth):
+            return batched(lambda s: min_reprojection_error(
+                target[s], [judge.sources[o][s] for o in offsets], depth[s], [poses[o][s] for o in offsets],
+                K[s], ssim_weight=config.loss.ssim_weight)[0], n)
+        match_better = errors(d_cost) < errors(d_single)
+        untrusted = cost_volume_inconsistency(d_cost, d_single, config.loss.consistency_low,
+                                              config.loss.consistency_high)
+    sources.append(("lowest-cost where it warps better than S0, else M0 output",
+                    torch.where(match_better, d_cost, d_multi)))
+    sources.append(("lowest-cost where it warps better than S0 and the consistency rule distrusts it, else M0",
+                    torch.where(match_better & untrusted, d_cost, d_multi)))
     sharp_moving = float(sharp[moving].median()) if moving.any() else float("nan")
     sharp_static = float(sharp[~moving].median())
     # Oracles of the premise, not sources a run could use: M0 exactly right on static pixels and exactly the
@@ -115,7 +134,7 @@ def main():
     rules = [(name, d_o, d_single, *paper) for name, d_o in sources]
     for k in (2.0, 3.0):
         rules += [(f"{name}, D_o > {k:g} D_r only, blobs < 20 px dropped", d_o, d_single, k, 0.0, 20)
-                  for name, d_o in sources[:2]]
+                  for name, d_o in sources[:2] + sources[-3:]]
     rules.append(("the same oracle against D_r = the true depth", premise, oracle_reference, *paper))
     align_median = mcfg.align_median and not args.no_align_median
     for name, d_o, d_r, upper, lower, blobs in rules:

@@ -144,6 +144,13 @@ class LossConfig:
     consistency_weight: float = 1.0
     """Pretrain stage: weight of ManyDepth's consistency term, which distils M0 from the detached S0
     where the cost-volume rule does not trust the volume (moving objects among them)."""
+    consistency_photometric_gate: bool = False
+    """Pretrain stage: the consistency term leaves out the pixels whose lowest-cost depth warps the frames
+    at least as well as S0's depth (the cost-volume target pulls M0 there instead, when it weighs anything).
+    On an object that moves, no static-world depth explains the frames except the match's, which is the
+    over-fit that METHOD.md's depth inconsistency mask looks for; ManyDepth's ratio rule alone hands those
+    pixels back to S0, so M0 and S0 agree on them and the mask finds nothing (docs/convergence.md,
+    failure 17)."""
     cost_volume_target_weight: float = 1.0
     """Where that rule trusts the cost volume (and the item's volume is informative), the multi-frame
     net is pulled toward the volume's lowest-cost depth with this weight (pretrain and student stages;

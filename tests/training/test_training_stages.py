@@ -386,6 +386,61 @@ def test_consistency_weight_scales_the_pretrain_consistency_term(tiny_world, tmp
     assert full - quarter == pytest.approx(0.75 * term, rel=1e-4, abs=1e-6)
 
 
+def test_the_photometric_gate_hands_pixels_from_the_consistency_term_to_the_match(tiny_world, tmp_path, monkeypatch):
+    """``loss.consistency_photometric_gate``: the pretrain consistency region loses exactly the pixels whose
+    lowest-cost depth warps at least as well as S0's, and the cost-volume target pulls M0 there instead."""
+    from torch.utils.data import DataLoader
+
+    from mfdepth import losses
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import training_dataset
+
+    # A narrow band makes most matches distrusted, so the gate has pixels to take from the first step.
+    config = tiny_config(tiny_world, tmp_path / "pg", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+                         "train.zero_cost_volume_prob=0", "loss.consistency_low=0.95", "loss.consistency_high=1.05")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "pg", with_masks=False), batch_size=2)))
+    runtime = loop.setup_runtime("cpu", "auto", "32")
+    seen = {}
+    distill, target = losses.distillation_loss, losses.cost_volume_target_loss
+    # The consistency term is the stage's first distillation call (the target term makes one of its own).
+    monkeypatch.setattr(losses, "distillation_loss",
+                        lambda d, t, region: seen.setdefault("region", region.clone()) is None or distill(d, t, region))
+    monkeypatch.setattr(losses, "cost_volume_target_loss",
+                        lambda d, c, trusted: seen.setdefault("trusted", trusted.clone()) is None or target(d, c, trusted))
+    regions = {}
+    for gate in (False, True):
+        torch.manual_seed(0)
+        seen.clear()
+        stage = PretrainStage(apply_overrides(config, [f"loss.consistency_photometric_gate={gate}"])).train()
+        stage.global_step = config.train.warmup_steps  # the multi-frame net has joined
+        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        regions[gate] = (seen["region"], seen["trusted"])
+    (ungated, ungated_trusted), (gated, gated_trusted) = regions[False], regions[True]
+    assert torch.equal(ungated_trusted, ~ungated) and torch.equal(gated_trusted, ~gated)
+    assert not (gated & ~ungated).any()  # the gate only takes pixels from the consistency term
+    assert (ungated & ~gated).any()  # an untrained S0 warps worse than some of the matches it distrusts
+
+    # The gate's own known answers: against a reference error below any photometric error no match is
+    # better, against an infinite one every reliable match of an informative item is, and none of an item
+    # whose volume was zeroed.
+    target_img, _, sources, _, K, _ = stage.unpack(batch)
+    poses = {o: torch.eye(4).expand(target_img.shape[0], 4, 4) for o in sources}
+    h, w = target_img.shape[-2:]
+    net_out = {"cost_volume_depth": torch.full((2, 1, h // 4, w // 4), 5.0),
+               "cost_volume_valid": torch.ones(2, 1, h // 4, w // 4, dtype=torch.bool)}
+    net_out["cost_volume_valid"][:, :, :2] = False
+    nothing_zeroed = torch.tensor([False, False])
+    unbeatable = torch.full((2, 1, h, w), -1.0)
+    assert not stage.match_warps_better_than_single(target_img, sources, net_out, unbeatable, poses, K,
+                                                    nothing_zeroed).any()
+    hopeless = torch.full((2, 1, h, w), float("inf"))
+    better = stage.match_warps_better_than_single(target_img, sources, net_out, hopeless, poses, K, nothing_zeroed)
+    assert not better[:, :, :8].any() and better[:, :, 8:].all()
+    zeroed_first = torch.tensor([True, False])
+    better = stage.match_warps_better_than_single(target_img, sources, net_out, hopeless, poses, K, zeroed_first)
+    assert not better[0].any() and better[1, :, 8:].all()
+
+
 def test_the_optimiser_is_adams_fused_kernel_and_steps_as_the_reference_loop():
     torch.manual_seed(0)
     # No batch norm: a bias before it has a zero gradient up to rounding, whose Adam step is noise.

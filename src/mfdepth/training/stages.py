@@ -226,6 +226,17 @@ class StageModule(nn.Module):
     def cost_volume_target_weight(self) -> float:
         return self.config.loss.cost_volume_target_weight
 
+    def match_warps_worse(self, target, sources, net_out: dict, reference_error: torch.Tensor, poses, K):
+        """``(B, 1, H, W)`` bool: where the lowest-cost depth (as the target sees it: constant over each
+        cell) warps the sources worse than the depth whose minimum reprojection error is
+        ``reference_error`` ``(B, 1, H, W)`` (ties count as not worse, as in the reliability mask)."""
+        with torch.no_grad():
+            match_depth = F.interpolate(net_out["cost_volume_depth"].to(reference_error.dtype),
+                                        size=tuple(reference_error.shape[-2:]), mode="nearest")
+            match_error, _ = losses.min_reprojection_error(target, sources, match_depth, poses, K,
+                                                           ssim_weight=self.config.loss.ssim_weight)
+        return ~masks.reliability_mask(match_error, reference_error.detach())
+
     @staticmethod
     def add_terms(loss: torch.Tensor, scalars: dict, **terms) -> torch.Tensor:
         """``loss`` plus every term that is not None, each logged under its name."""
@@ -358,6 +369,16 @@ class PretrainStage(StageModule):
                 warping[o] = geometry.with_rotation_and_direction(poses[o], prior[:, i], valid[:, i])
         return warping
 
+    def match_warps_better_than_single(self, target, sources, multi: dict, single_error: torch.Tensor, poses, K,
+                                       uninformative: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` bool: the pixels of informative items (``uninformative`` ``(B,)`` bool: a static
+        camera or a zeroed volume) whose match is reliable and whose lowest-cost depth warps the sources at
+        least as well as the single-frame depth (minimum reprojection error ``single_error``)."""
+        size = tuple(single_error.shape[-2:])
+        valid = F.interpolate(multi["cost_volume_valid"].float(), size=size, mode="nearest") > 0.5
+        better = ~self.match_warps_worse(target, sources, multi, single_error, poses, K)
+        return better & valid & ~uninformative[:, None, None, None]
+
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, _ = self.unpack(batch)
         predicted_poses = predict_poses(self.pose, target_aug, sources_aug)
@@ -399,6 +420,9 @@ class PretrainStage(StageModule):
             multi["cost_volume_valid"],
         )
         region = inconsistent | (static | zeroed)[:, None, None, None]
+        if self.config.loss.consistency_photometric_gate:
+            region = region & ~self.match_warps_better_than_single(
+                target, sources, multi, single_terms["reprojection_error"], poses, K, static | zeroed)
         consistency = losses.distillation_loss(multi["depth"][0], teacher_depth, region)
         loss = self.add_terms(loss + multi_terms["loss"] + self.config.loss.consistency_weight * consistency, scalars,
                               cost_volume_target=self.cost_volume_target_term(multi, region),
@@ -492,17 +516,11 @@ class StudentStage(StageModule):
         return super().cost_volume_target_term(net_out, untrusted)
 
     def match_explains_worse(self, target, sources, net_out: dict, student_error: torch.Tensor, poses, K):
-        """Where the lowest-cost depth (as the target sees it: constant over each cell) warps the sources
-        worse than the student's depth, ``(B, 1, H, W)`` bool; None unless
-        ``loss.cost_volume_target_photometric_gate`` is on and the target weighs anything."""
+        """Where the lowest-cost depth warps the sources worse than the student's depth, ``(B, 1, H, W)``
+        bool; None unless ``loss.cost_volume_target_photometric_gate`` is on and the target weighs anything."""
         if not (self.config.loss.cost_volume_target_photometric_gate and self.cost_volume_target_weight() > 0):
             return None
-        with torch.no_grad():
-            match_depth = F.interpolate(net_out["cost_volume_depth"].to(student_error.dtype),
-                                        size=tuple(student_error.shape[-2:]), mode="nearest")
-            match_error, _ = losses.min_reprojection_error(target, sources, match_depth, poses, K,
-                                                           ssim_weight=self.config.loss.ssim_weight)
-        return ~masks.reliability_mask(match_error, student_error.detach())
+        return self.match_warps_worse(target, sources, net_out, student_error, poses, K)
 
     def train(self, mode: bool = True):
         super().train(mode)
