@@ -1,0 +1,133 @@
+"""What the masks stage's depth inconsistency masks flag on the training frames, by drive and by object role.
+
+The masks stage writes one mask per training frame (``RUN/masks/``) and reports one IoU over all of them.
+The synthetic world knows each drive's profile (normal, stop-and-go, fast) and each object's role (lead
+car, oncoming, crossing, pedestrian, parked...), so this script splits that IoU:
+
+* per drive: IoU, precision, recall and the fraction of pixels flagged;
+* per role of a moving object: the share of its pixels flagged (recall), and of objects at rest the same
+  (false alarms on things that could move);
+* where the false positives lie: on static instances by role, or on the background (no instance), the
+  latter split by true depth (near < 10 m, 10-30 m, far > 30 m, sky).
+
+Masks are compared at the world's resolution (each mask resized with nearest neighbour), so the overall
+IoU can differ from the masks stage's figure (computed at the network's resolution) in the last digit.
+
+    python benchmarks/mask_roles.py RUN_DIR --data /tmp/world --name NAME
+
+Reads only PNG masks and the world's ground truth (no network). Writes
+``benchmarks/results/mask_roles_<name>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mfdepth.data.base import mask_path_for  # noqa: E402
+from mfdepth.data.files import read_mask_png  # noqa: E402
+from mfdepth.run_layout import masks_dir  # noqa: E402
+from moving_objects import instance_roles  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEPTH_BANDS = ((0.0, 10.0, "near (< 10 m)"), (10.0, 30.0, "10-30 m"), (30.0, np.inf, "far (> 30 m)"))
+
+
+def scores(true_positive: int, false_positive: int, false_negative: int, pixels: int) -> dict:
+    flagged = true_positive + false_positive
+    union = flagged + false_negative
+    return {"iou": true_positive / union if union else float("nan"),
+            "precision": true_positive / flagged if flagged else float("nan"),
+            "recall": true_positive / (true_positive + false_negative) if true_positive + false_negative else float("nan"),
+            "flagged": flagged / pixels if pixels else float("nan")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a run directory whose masks stage has run")
+    parser.add_argument("--data", required=True, help="the synthetic world the run trained on")
+    parser.add_argument("--name", required=True, help="results are written as mask_roles_<name>.*")
+    parser.add_argument("--split", default="synthetic", help="split folder under DATA/splits")
+    args = parser.parse_args(argv)
+    root, mask_root = Path(args.data), masks_dir(args.run_dir)
+    split_file = root / "splits" / args.split / "train_files.txt"
+    if not split_file.is_file():
+        raise SystemExit(f"no training split at {split_file}: pass --data, the world the run trained on")
+    sample_ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    profiles = {d["folder"]: d["profile"] for d in json.loads((root / "world.json").read_text())["drives"]}
+
+    per_drive: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, dtype=np.int64))  # tp, fp, fn, pixels
+    role_pixels: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2, dtype=np.int64))  # flagged, all
+    false_positive_where: dict[str, int] = defaultdict(int)
+    roles_cache: dict = {}
+    for sample_id in sample_ids:
+        folder, frame = sample_id.split()[:2]
+        path = mask_path_for(mask_root, sample_id)
+        if not path.is_file():
+            raise SystemExit(f"mask not found: {path} (run the masks stage of {args.run_dir} first)")
+        stem = f"{int(frame):010d}"
+        truth = read_mask_png(root / folder / "gt" / "dynamic" / f"{stem}.png")
+        instance = np.asarray(Image.open(root / folder / "gt" / "instance" / f"{stem}.png")).astype(np.int64)
+        depth = np.load(root / folder / "gt" / "depth" / f"{stem}.npy", allow_pickle=False)
+        flagged_small = Image.open(path).convert("L")
+        flagged = np.asarray(flagged_small.resize(truth.shape[::-1], Image.NEAREST)) > 0
+        tp, fp, fn = int((flagged & truth).sum()), int((flagged & ~truth).sum()), int((~flagged & truth).sum())
+        per_drive[folder] += np.array([tp, fp, fn, truth.size])
+        roles = instance_roles(root, folder, roles_cache)
+        for ident in np.unique(instance[instance > 0]):
+            for in_motion in (True, False):
+                pixels = (instance == ident) & (truth if in_motion else ~truth)
+                if pixels.sum() == 0:
+                    continue
+                role = roles.get(int(ident), "unknown") + ("" if in_motion else " (at rest)")
+                role_pixels[role] += np.array([int((flagged & pixels).sum()), int(pixels.sum())])
+        wrong = flagged & ~truth
+        for ident in np.unique(instance[wrong & (instance > 0)]):
+            false_positive_where[roles.get(int(ident), "unknown") + " (at rest)"] += int((wrong & (instance == ident)).sum())
+        background = wrong & (instance == 0)
+        for low, high, band in DEPTH_BANDS:
+            in_band = (depth > low) & (depth < high) if low == 0.0 else (depth >= low) & (depth < high)
+            false_positive_where[f"background, {band}"] += int((background & in_band).sum())
+        false_positive_where["background, sky"] += int((background & (depth <= 0)).sum())
+
+    total = sum(per_drive.values())
+    drives = {folder: {"profile": profiles.get(folder, "?"), **scores(*map(int, counts))}
+              for folder, counts in sorted(per_drive.items())}
+    overall = scores(*map(int, total))
+    roles = {role: {"flagged": int(c[0]), "pixels": int(c[1]), "share_flagged": c[0] / c[1]}
+             for role, c in sorted(role_pixels.items())}
+    all_false = max(int(total[1]), 1)
+    where = {k: {"pixels": v, "share_of_false_positives": v / all_false}
+             for k, v in sorted(false_positive_where.items(), key=lambda kv: -kv[1]) if v}
+    payload = {"run_dir": str(args.run_dir), "frames": len(sample_ids), "overall": overall, "drives": drives,
+               "roles": roles, "false_positives": where,
+               "command": "python benchmarks/mask_roles.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"mask_roles_{args.name}.json").write_text(json.dumps(payload, indent=2))
+
+    lines = [f"# Mask by drive and role: {args.name}", "",
+             f"Masks of `{args.run_dir}` on {len(sample_ids)} training frames, at the world's resolution. "
+             f"Overall IoU {overall['iou']:.3f}, precision {overall['precision']:.3f}, recall "
+             f"{overall['recall']:.3f}, {100 * overall['flagged']:.1f}% of pixels flagged.", "",
+             "| drive | profile | IoU | precision | recall | flagged |", "|---|---|---|---|---|---|"]
+    lines += [f"| {folder} | {d['profile']} | {d['iou']:.3f} | {d['precision']:.3f} | {d['recall']:.3f} | "
+              f"{100 * d['flagged']:.1f}% |" for folder, d in drives.items()]
+    lines += ["", "| object role | pixels | share flagged |", "|---|---|---|"]
+    lines += [f"| {role} | {r['pixels']} | {r['share_flagged']:.3f} |" for role, r in roles.items()]
+    lines += ["", "| false positives on | pixels | share of false positives |", "|---|---|---|"]
+    lines += [f"| {k} | {w['pixels']} | {w['share_of_false_positives']:.3f} |" for k, w in where.items()]
+    lines += ["", f"Command: `{payload['command']}`"]
+    (RESULTS / f"mask_roles_{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
