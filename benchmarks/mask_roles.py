@@ -4,7 +4,8 @@ The masks stage writes one mask per training frame (``RUN/masks/``) and reports 
 The synthetic world knows each drive's profile (normal, stop-and-go, fast) and each object's role (lead
 car, oncoming, crossing, pedestrian, parked...), so this script splits that IoU:
 
-* per drive: IoU, precision, recall and the fraction of pixels flagged;
+* per drive: IoU, precision, recall and the fraction of pixels flagged; and over all drives, the frames
+  whose camera stands (under 5 cm from the previous frame, from the true poses) apart from the others;
 * per role of a moving object: the share of its pixels flagged (recall), and of objects at rest the same
   (false alarms on things that could move);
 * where the false positives lie: on static instances by role, or on the background (no instance), the
@@ -38,6 +39,7 @@ from moving_objects import instance_roles  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEPTH_BANDS = ((0.0, 10.0, "near (< 10 m)"), (10.0, 30.0, "10-30 m"), (30.0, np.inf, "far (> 30 m)"))
+STANDING_METRES = 0.05
 
 
 def scores(true_positive: int, false_positive: int, false_negative: int, pixels: int) -> dict:
@@ -66,7 +68,10 @@ def main(argv=None) -> int:
     per_drive: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, dtype=np.int64))  # tp, fp, fn, pixels
     role_pixels: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2, dtype=np.int64))  # flagged, all
     false_positive_where: dict[str, int] = defaultdict(int)
+    per_motion: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, dtype=np.int64))
     roles_cache: dict = {}
+    poses_cache: dict = {}
+    motion_frames: dict[str, int] = defaultdict(int)
     for sample_id in sample_ids:
         folder, frame = sample_id.split()[:2]
         path = mask_path_for(mask_root, sample_id)
@@ -80,6 +85,14 @@ def main(argv=None) -> int:
         flagged = np.asarray(flagged_small.resize(truth.shape[::-1], Image.NEAREST)) > 0
         tp, fp, fn = int((flagged & truth).sum()), int((flagged & ~truth).sum()), int((~flagged & truth).sum())
         per_drive[folder] += np.array([tp, fp, fn, truth.size])
+        if folder not in poses_cache:
+            poses_cache[folder] = np.loadtxt(root / folder / "gt" / "poses.txt").reshape(-1, 3, 4)
+        positions = poses_cache[folder][:, :, 3]
+        index = int(frame)
+        travelled = np.linalg.norm(positions[index] - positions[index - 1]) if index > 0 else np.inf
+        camera = "camera standing" if travelled < STANDING_METRES else "camera moving"
+        per_motion[camera] += np.array([tp, fp, fn, truth.size])
+        motion_frames[camera] += 1
         roles = instance_roles(root, folder, roles_cache)
         for ident in np.unique(instance[instance > 0]):
             for in_motion in (True, False):
@@ -101,12 +114,15 @@ def main(argv=None) -> int:
     drives = {folder: {"profile": profiles.get(folder, "?"), **scores(*map(int, counts))}
               for folder, counts in sorted(per_drive.items())}
     overall = scores(*map(int, total))
+    motion = {name: {"frames": motion_frames[name], **scores(*map(int, counts))}
+              for name, counts in sorted(per_motion.items())}
     roles = {role: {"flagged": int(c[0]), "pixels": int(c[1]), "share_flagged": c[0] / c[1]}
              for role, c in sorted(role_pixels.items())}
     all_false = max(int(total[1]), 1)
     where = {k: {"pixels": v, "share_of_false_positives": v / all_false}
              for k, v in sorted(false_positive_where.items(), key=lambda kv: -kv[1]) if v}
     payload = {"run_dir": str(args.run_dir), "frames": len(sample_ids), "overall": overall, "drives": drives,
+               "camera_motion": motion,
                "roles": roles, "false_positives": where,
                "command": "python benchmarks/mask_roles.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     RESULTS.mkdir(exist_ok=True)
@@ -119,6 +135,10 @@ def main(argv=None) -> int:
              "| drive | profile | IoU | precision | recall | flagged |", "|---|---|---|---|---|---|"]
     lines += [f"| {folder} | {d['profile']} | {d['iou']:.3f} | {d['precision']:.3f} | {d['recall']:.3f} | "
               f"{100 * d['flagged']:.1f}% |" for folder, d in drives.items()]
+    lines += ["", f"| frames (camera standing: under {100 * STANDING_METRES:.0f} cm from the previous frame) | frames | IoU "
+              "| precision | recall | flagged |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['frames']} | {m['iou']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+              f"{100 * m['flagged']:.1f}% |" for name, m in motion.items()]
     lines += ["", "| object role | pixels | share flagged |", "|---|---|---|"]
     lines += [f"| {role} | {r['pixels']} | {r['share_flagged']:.3f} |" for role, r in roles.items()]
     lines += ["", "| false positives on | pixels | share of false positives |", "|---|---|---|"]
