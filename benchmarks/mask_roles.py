@@ -34,6 +34,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mfdepth.data.base import mask_path_for  # noqa: E402
 from mfdepth.data.files import read_mask_png  # noqa: E402
+from mfdepth.evaluation.metrics import MaskQualityAccumulator  # noqa: E402
 from mfdepth.run_layout import masks_dir  # noqa: E402
 from moving_objects import instance_roles  # noqa: E402
 
@@ -42,13 +43,20 @@ DEPTH_BANDS = ((0.0, 10.0, "near (< 10 m)"), (10.0, 30.0, "10-30 m"), (30.0, np.
 STANDING_METRES = 0.05
 
 
-def scores(true_positive: int, false_positive: int, false_negative: int, pixels: int) -> dict:
-    flagged = true_positive + false_positive
-    union = flagged + false_negative
-    return {"iou": true_positive / union if union else float("nan"),
-            "precision": true_positive / flagged if flagged else float("nan"),
-            "recall": true_positive / (true_positive + false_negative) if true_positive + false_negative else float("nan"),
-            "flagged": flagged / pixels if pixels else float("nan")}
+def scores(quality: MaskQualityAccumulator) -> dict:
+    """The accumulator's IoU, precision and recall, its frame count and the fraction of pixels flagged."""
+    counts = quality.compute()
+    flagged = counts["true_positive"] + counts["false_positive"]
+    pixels = flagged + counts["false_negative"] + counts["true_negative"]
+    return {"frames": counts["num_images"], "iou": counts["iou"], "precision": counts["precision"],
+            "recall": counts["recall"], "flagged": flagged / pixels}
+
+
+def score_table(title: str, rows: dict[str, dict]) -> list[str]:
+    """Markdown lines of a table of :func:`scores` rows, one per key."""
+    lines = ["", f"| {title} | frames | IoU | precision | recall | flagged |", "|---|---|---|---|---|---|"]
+    return lines + [f"| {name} | {r['frames']} | {r['iou']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                    f"{100 * r['flagged']:.1f}% |" for name, r in rows.items()]
 
 
 def main(argv=None) -> int:
@@ -65,13 +73,13 @@ def main(argv=None) -> int:
     sample_ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
     profiles = {d["folder"]: d["profile"] for d in json.loads((root / "world.json").read_text())["drives"]}
 
-    per_drive: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, dtype=np.int64))  # tp, fp, fn, pixels
+    overall = MaskQualityAccumulator()
+    per_drive: dict[str, MaskQualityAccumulator] = defaultdict(MaskQualityAccumulator)
+    per_camera: dict[str, MaskQualityAccumulator] = defaultdict(MaskQualityAccumulator)
     role_pixels: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2, dtype=np.int64))  # flagged, all
     false_positive_where: dict[str, int] = defaultdict(int)
-    per_motion: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, dtype=np.int64))
     roles_cache: dict = {}
     poses_cache: dict = {}
-    motion_frames: dict[str, int] = defaultdict(int)
     for sample_id in sample_ids:
         folder, frame = sample_id.split()[:2]
         path = mask_path_for(mask_root, sample_id)
@@ -83,16 +91,14 @@ def main(argv=None) -> int:
         depth = np.load(root / folder / "gt" / "depth" / f"{stem}.npy", allow_pickle=False)
         flagged_small = Image.open(path).convert("L")
         flagged = np.asarray(flagged_small.resize(truth.shape[::-1], Image.NEAREST)) > 0
-        tp, fp, fn = int((flagged & truth).sum()), int((flagged & ~truth).sum()), int((~flagged & truth).sum())
-        per_drive[folder] += np.array([tp, fp, fn, truth.size])
         if folder not in poses_cache:
             poses_cache[folder] = np.loadtxt(root / folder / "gt" / "poses.txt").reshape(-1, 3, 4)
         positions = poses_cache[folder][:, :, 3]
         index = int(frame)
         travelled = np.linalg.norm(positions[index] - positions[index - 1]) if index > 0 else np.inf
         camera = "camera standing" if travelled < STANDING_METRES else "camera moving"
-        per_motion[camera] += np.array([tp, fp, fn, truth.size])
-        motion_frames[camera] += 1
+        for quality in (overall, per_drive[folder], per_camera[camera]):
+            quality.update(flagged, truth)
         roles = instance_roles(root, folder, roles_cache)
         for ident in np.unique(instance[instance > 0]):
             for in_motion in (True, False):
@@ -105,24 +111,21 @@ def main(argv=None) -> int:
         for ident in np.unique(instance[wrong & (instance > 0)]):
             false_positive_where[roles.get(int(ident), "unknown") + " (at rest)"] += int((wrong & (instance == ident)).sum())
         background = wrong & (instance == 0)
-        for low, high, band in DEPTH_BANDS:
-            in_band = (depth > low) & (depth < high) if low == 0.0 else (depth >= low) & (depth < high)
-            false_positive_where[f"background, {band}"] += int((background & in_band).sum())
         false_positive_where["background, sky"] += int((background & (depth <= 0)).sum())
+        for low, high, band in DEPTH_BANDS:
+            in_band = (depth > 0) & (depth >= low) & (depth < high)
+            false_positive_where[f"background, {band}"] += int((background & in_band).sum())
 
-    total = sum(per_drive.values())
-    drives = {folder: {"profile": profiles.get(folder, "?"), **scores(*map(int, counts))}
-              for folder, counts in sorted(per_drive.items())}
-    overall = scores(*map(int, total))
-    motion = {name: {"frames": motion_frames[name], **scores(*map(int, counts))}
-              for name, counts in sorted(per_motion.items())}
+    all_false = max(overall.false_positive, 1)
+    overall = scores(overall)
+    drives = {f"{folder} ({profiles.get(folder, '?')})": scores(q) for folder, q in sorted(per_drive.items())}
+    camera_motion = {name: scores(q) for name, q in sorted(per_camera.items())}
     roles = {role: {"flagged": int(c[0]), "pixels": int(c[1]), "share_flagged": c[0] / c[1]}
              for role, c in sorted(role_pixels.items())}
-    all_false = max(int(total[1]), 1)
     where = {k: {"pixels": v, "share_of_false_positives": v / all_false}
              for k, v in sorted(false_positive_where.items(), key=lambda kv: -kv[1]) if v}
     payload = {"run_dir": str(args.run_dir), "frames": len(sample_ids), "overall": overall, "drives": drives,
-               "camera_motion": motion,
+               "camera_motion": camera_motion,
                "roles": roles, "false_positives": where,
                "command": "python benchmarks/mask_roles.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     RESULTS.mkdir(exist_ok=True)
@@ -131,14 +134,10 @@ def main(argv=None) -> int:
     lines = [f"# Mask by drive and role: {args.name}", "",
              f"Masks of `{args.run_dir}` on {len(sample_ids)} training frames, at the world's resolution. "
              f"Overall IoU {overall['iou']:.3f}, precision {overall['precision']:.3f}, recall "
-             f"{overall['recall']:.3f}, {100 * overall['flagged']:.1f}% of pixels flagged.", "",
-             "| drive | profile | IoU | precision | recall | flagged |", "|---|---|---|---|---|---|"]
-    lines += [f"| {folder} | {d['profile']} | {d['iou']:.3f} | {d['precision']:.3f} | {d['recall']:.3f} | "
-              f"{100 * d['flagged']:.1f}% |" for folder, d in drives.items()]
-    lines += ["", f"| frames (camera standing: under {100 * STANDING_METRES:.0f} cm from the previous frame) | frames | IoU "
-              "| precision | recall | flagged |", "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {m['frames']} | {m['iou']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-              f"{100 * m['flagged']:.1f}% |" for name, m in motion.items()]
+             f"{overall['recall']:.3f}, {100 * overall['flagged']:.1f}% of pixels flagged."]
+    lines += score_table("drive (profile)", drives)
+    lines += score_table(f"camera (standing: under {100 * STANDING_METRES:.0f} cm from the previous frame)",
+                         camera_motion)
     lines += ["", "| object role | pixels | share flagged |", "|---|---|---|"]
     lines += [f"| {role} | {r['pixels']} | {r['share_flagged']:.3f} |" for role, r in roles.items()]
     lines += ["", "| false positives on | pixels | share of false positives |", "|---|---|---|"]
