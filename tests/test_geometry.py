@@ -60,6 +60,24 @@ def test_forward_motion_scales_about_principal_point():
     assert torch.allclose(z, torch.full_like(z, Z - tz))
 
 
+def test_translation_parallax_is_the_analytic_shift_and_zero_for_a_turning_camera():
+    # A fronto-parallel plane at Z and a sideways step tx move every pixel by fx * tx / Z; a pure rotation
+    # moves pixels too but gives no parallax, and a standing camera none at all.
+    h, w, Z, tx = 32, 64, 8.0, 0.4
+    K = _K(3)
+    depth = torch.full((3, 1, h, w), Z)
+    T = torch.eye(4).expand(3, 4, 4).clone()
+    T[0, 0, 3] = -tx
+    T[1, :3, :3] = g.axis_angle_to_matrix(torch.tensor([[0.0, 0.05, 0.02]]))[0]
+    T[1, 0, 3] = -tx
+    T[2, :3, :3] = T[1, :3, :3]  # only turning
+    parallax = g.translation_parallax(depth, T, K)
+    assert parallax[0].item() == pytest.approx(K[0, 0, 0].item() * tx / Z, rel=1e-4)
+    assert parallax[1].item() == pytest.approx(K[0, 0, 0].item() * tx / Z, rel=0.05)  # turned, then stepped
+    assert parallax[2].item() == pytest.approx(0.0, abs=1e-4)
+    assert g.translation_parallax(depth * 2, T, K)[0].item() == pytest.approx(parallax[0].item() / 2, rel=1e-4)
+
+
 @pytest.mark.parametrize("angle", [1e-9, 1e-3, 0.5, 2.0, math.pi - 1e-4])
 def test_axis_angle_round_trip(angle):
     gen = torch.Generator().manual_seed(1)

@@ -328,3 +328,12 @@ def test_least_sharp_flags_all_but_each_images_sharpest_share():
     assert kept.sum(dim=(1, 2, 3)).tolist() == [4, 4]  # per image, whatever its scale
     assert torch.equal(sharpness[0][kept[0]].sort().values, torch.tensor([12.0, 13.0, 14.0, 15.0]))
     assert not least_sharp(sharpness, 1.0).any()
+
+
+def test_standing_camera_is_the_share_of_pixels_the_automask_drops():
+    kept = torch.ones(3, 1, 4, 5, dtype=torch.bool)
+    kept[0] = False  # every pixel matches better unwarped: a standing camera
+    kept[1, :, :3] = False  # 15 of 20 pixels
+    assert M.standing_camera(kept, 0.9).tolist() == [True, False, False]
+    assert M.standing_camera(kept, 0.75).tolist() == [True, True, False]
+    assert not M.standing_camera(kept, 0.0).any()  # off

@@ -151,6 +151,18 @@ class LossConfig:
     over-fit that METHOD.md's depth inconsistency mask looks for; ManyDepth's ratio rule alone hands those
     pixels back to S0, so M0 and S0 agree on them and the mask finds nothing (docs/convergence.md,
     failure 17)."""
+    consistency_gate_far_only: bool = False
+    """With the gate: only the pixels whose match lies beyond ``consistency_high`` times S0's depth leave the
+    consistency term (an object driving with the camera matches far away); nearer matches stay distilled
+    from S0, so M0 keeps its static pixels (docs/convergence.md, failure 18)."""
+    consistency_gate_margin: float = 1.0
+    """With the gate: a pixel leaves the consistency term only where its match's photometric error is at most
+    this times S0's (1 = as well or better; smaller = clearly better, as on an object driving with the
+    camera, not on a textureless patch where any depth warps alike) (docs/convergence.md, failure 18)."""
+    handed_match_weight: float = 0.0
+    """With the gate: weight of a cost-volume target on the pixels the gate hands to the match alone (mean
+    over them, not over the whole image as in ``cost_volume_target_weight``), so that M0 follows its match
+    there within a short pretrain stage; 0 = off (docs/convergence.md, failure 18)."""
     cost_volume_target_weight: float = 1.0
     """Where that rule trusts the cost volume (and the item's volume is informative), the multi-frame
     net is pulled toward the volume's lowest-cost depth with this weight (pretrain and student stages;
@@ -210,6 +222,13 @@ class MaskConfig:
     """Relative tolerance on the height above the fitted ground plane (fraction of camera height)."""
     min_blob_area: int = 0
     dilation: int = 0
+    standing_camera_fraction: float = 0.0
+    """A training frame in which at least this share of the pixels match better unwarped than warped with
+    S0's depth (Monodepth2's auto-mask) is taken as a standing camera (:func:`mfdepth.masks.standing_camera`):
+    the masks stage writes an empty mask for it (M0's cost volume saw no parallax, so its depth says nothing
+    about motion), and the pretrain stage treats its cost volume as the static-camera augmentation's
+    (distil M0 from S0, no match target). The pose net's translation cannot tell such frames
+    (docs/convergence.md, failure 18); 0 = off."""
 
 
 @dataclass
@@ -599,6 +618,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"loss.num_scales: {lo.num_scales} is not between 1 and 4")
     at_least("masks.min_blob_area", config.masks.min_blob_area, 0)
     at_least("masks.dilation", config.masks.dilation, 0)
+    if not 0.0 <= config.masks.standing_camera_fraction <= 1.0:
+        raise ConfigError(f"masks.standing_camera_fraction: {config.masks.standing_camera_fraction} must be between "
+                          "0 (off) and 1")
     if len(set(d.frame_offsets)) != len(d.frame_offsets) or -1 not in d.frame_offsets:
         raise ConfigError(
             f"data.frame_offsets: {d.frame_offsets} must list distinct offsets and include the previous "
@@ -623,7 +645,7 @@ def validate(config: Config) -> None:
     if not 0.0 <= m.adaptive_range_momentum <= 1.0:
         raise ConfigError(f"model.adaptive_range_momentum: {m.adaptive_range_momentum} must be between 0 and 1")
     for key in ("ssim_weight", "smoothness_weight", "distillation_weight", "consistency_weight", "pose_prior_weight",
-                "cost_volume_target_weight", "stereo_prior_weight", "pose_length_weight", "scale_anchor_weight"):
+                "cost_volume_target_weight", "handed_match_weight", "consistency_gate_margin", "stereo_prior_weight", "pose_length_weight", "scale_anchor_weight"):
         if getattr(lo, key) < 0:
             raise ConfigError(f"loss.{key}: {getattr(lo, key)} must be 0 or more")
     if not 0.0 < lo.cost_volume_target_sharp_fraction <= 1.0:

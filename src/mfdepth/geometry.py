@@ -261,6 +261,29 @@ def reproject_pixels(depth: Tensor, T_source_target: Tensor, K: Tensor, K_source
     return project(points, K if K_source is None else K_source)
 
 
+@full_precision
+def translation_parallax(depth: Tensor, T_source_target: Tensor, K: Tensor) -> Tensor:
+    """How far the camera's translation alone moves the median pixel between two views.
+
+    Each pixel is back-projected with ``depth``, rotated into the source camera, and projected with and
+    without the translation; the parallax is the distance between the two projections. A camera that
+    stands (or only turns) gives 0 everywhere, whatever the depth: then no cost volume can tell depths apart.
+
+    Args:
+        depth: ``(B, 1, H, W)`` target depth, metres (any common scale shared with the translation).
+        T_source_target: ``(B, 4, 4)`` target camera to source camera.
+        K: ``(B, 3|4, 3|4)`` intrinsics in pixels of ``depth``.
+    Returns:
+        ``(B,)`` median parallax in pixels.
+    """
+    rotated = T_source_target.clone()
+    rotated[:, :3, 3] = 0
+    points = backproject(depth, K)
+    moved, _ = project(transform_points(T_source_target, points), K)
+    turned, _ = project(transform_points(rotated, points), K)
+    return (moved - turned).norm(dim=1).flatten(1).median(dim=1).values
+
+
 def inverse_warp(
     source: Tensor,
     depth: Tensor,

@@ -110,6 +110,15 @@ def compute_automask(reprojection_error: Tensor, identity_error: Tensor) -> Tens
     return reprojection_error < identity_error
 
 
+def automask_of(target: Tensor, sources, depth: Tensor, poses, K: Tensor, ssim_weight: float = 0.85) -> Tensor:
+    """:func:`compute_automask` for one depth map: ``(B, 1, H, W)`` bool, True where the sources warped with
+    ``depth`` and ``poses`` match the target strictly better than the unwarped sources (arguments as in
+    :func:`min_reprojection_error`)."""
+    reprojection, _ = min_reprojection_error(target, sources, depth, poses, K, ssim_weight)
+    identity = min_over_sources([photometric_error(src, target, ssim_weight) for src in _as_list(sources)])[0]
+    return compute_automask(reprojection, identity)
+
+
 def masked_mean(values: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean of ``values`` over the pixels where ``mask`` is True; 0 (graph intact, no NaN) when empty.
 

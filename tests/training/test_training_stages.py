@@ -69,6 +69,36 @@ def test_all_stages_run_and_write_their_outputs(tiny_world, tmp_path):
     assert (run_dir / "checkpoints" / "student.ckpt").stat().st_mtime == mtime
 
 
+def test_frames_whose_camera_stands_get_an_empty_mask(tiny_world, tmp_path, monkeypatch):
+    """``masks.standing_camera_fraction``: the masks stage clears the mask of every frame whose auto-mask
+    drops at least that share of its pixels, and of no other (a rule that flags every pixel stands in for M0,
+    an auto-mask that drops every pixel of the first item of each batch, none of the second, for S0's)."""
+    from mfdepth import losses
+    from mfdepth import masks as mask_rules
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import run_masks
+
+    config = tiny_config(tiny_world, tmp_path / "sc")
+    run_stage("pretrain", config, config.run_dir, progress=False)
+    monkeypatch.setattr(mask_rules, "compute_dynamic_mask", lambda depth_multi, *a, **k: torch.ones_like(
+        depth_multi, dtype=torch.bool))
+
+    def first_item_stands(target, *args, **kwargs):
+        kept = torch.ones_like(target[:, :1], dtype=torch.bool)
+        kept[0] = False
+        return kept
+
+    monkeypatch.setattr(losses, "automask_of", first_item_stands)
+    summaries = {f: run_masks(apply_overrides(config, [f"masks.standing_camera_fraction={f}"]), tmp_path / "sc",
+                              progress=False) for f in (0.0, 0.9)}
+    off, on = summaries[0.0], summaries[0.9]
+    frames = off["frames"]
+    assert off["masked_fraction"] == 1.0 and off["standing_camera_frames"] == 0
+    standing = (frames + 1) // 2  # batches of 2: the first item of each
+    assert on["standing_camera_frames"] == standing
+    assert on["masked_fraction"] == pytest.approx(1.0 - standing / frames)
+
+
 def test_stage_without_its_input_names_the_command(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "empty")
     with pytest.raises(MissingStageError, match="--stage pretrain"):
@@ -439,6 +469,46 @@ def test_the_photometric_gate_hands_pixels_from_the_consistency_term_to_the_matc
     zeroed_first = torch.tensor([True, False])
     better = stage.match_warps_better_than_single(target_img, sources, net_out, hopeless, poses, K, zeroed_first)
     assert not better[0].any() and better[1, :, 8:].all()
+
+
+def test_the_far_only_gate_hands_only_far_matches_and_their_own_target_pulls_there(tiny_world, tmp_path):
+    """``loss.consistency_gate_far_only`` keeps in the consistency term every pixel whose match is not
+    beyond ``consistency_high`` times S0's depth; ``loss.handed_match_weight`` pulls M0 toward the match on
+    the handed pixels alone (mean over them): with M0 at 1 m and the match at 5 m, exactly weight * log 5."""
+    from torch.utils.data import DataLoader
+
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "gf", "train.pose_prior_steps=0")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "gf", with_masks=False), batch_size=2)))
+    gate = ["loss.consistency_photometric_gate=true", "loss.handed_match_weight=0.5"]
+    both = PretrainStage(apply_overrides(config, gate)).train()
+    far = PretrainStage(apply_overrides(config, [*gate, "loss.consistency_gate_far_only=true"])).train()
+    off = PretrainStage(apply_overrides(config, ["loss.handed_match_weight=0.5"])).train()
+    target_img, _, sources, _, K, _ = both.unpack(batch)
+    poses = {o: torch.eye(4).expand(target_img.shape[0], 4, 4) for o in sources}
+    h, w = target_img.shape[-2:]
+    match = torch.ones(2, 1, h // 4, w // 4)
+    match[..., : w // 8] = 5.0  # the left half matches 5x farther than S0, the right half as far
+    net_out = {"cost_volume_depth": match, "cost_volume_valid": torch.ones(2, 1, h // 4, w // 4, dtype=torch.bool),
+               "depth": [torch.ones(2, 1, h, w, requires_grad=True)]}
+    teacher = torch.ones(2, 1, h, w)
+    hopeless = torch.full((2, 1, h, w), float("inf"))  # S0 warps worse than any match
+    no_item_uninformative = torch.tensor([False, False])
+    args = (target_img, sources, net_out, hopeless, poses, K, no_item_uninformative, teacher)
+    assert off.pixels_handed_to_match(*args) is None
+    assert both.pixels_handed_to_match(*args).all()
+    handed = far.pixels_handed_to_match(*args)
+    assert handed[..., : w // 2].all() and not handed[..., w // 2:].any()
+
+    term = far.handed_match_term(net_out, handed)
+    assert term.item() == pytest.approx(0.5 * math.log(5.0), rel=1e-5)
+    term.backward()
+    gradient = net_out["depth"][0].grad
+    assert (gradient[..., w // 2:] == 0).all() and (gradient[..., : w // 2] < 0).all()  # only the handed pull, farther
+    assert off.handed_match_term(net_out, None) is None
+    assert PretrainStage(apply_overrides(config, gate[:1])).handed_match_term(net_out, handed) is None
 
 
 def test_the_optimiser_is_adams_fused_kernel_and_steps_as_the_reference_loop():

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from mfdepth import losses, run_layout
 from mfdepth import masks as mask_rules
-from mfdepth import run_layout
 from mfdepth.checkpoint import MULTI, POSE, TEACHER, CheckpointError, load_checkpoint, restore_networks
 from mfdepth.config import Config, save_config, stereo_prior_unavailable, to_dict
 from mfdepth.data import build_dataset, mask_path_for
@@ -173,7 +173,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     mcfg = config.masks
     quality = MaskQualityAccumulator()
-    masked_pixels, total_pixels, frames, frames_with_truth = 0, 0, 0, 0
+    masked_pixels, total_pixels, frames, frames_with_truth, standing_frames = 0, 0, 0, 0, 0
 
     bar = None
     if progress:
@@ -192,6 +192,12 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
             ground_check=mcfg.ground_check, camera_height=mcfg.camera_height,
             ground_tolerance=mcfg.ground_tolerance, min_blob_area=mcfg.min_blob_area, dilation=mcfg.dilation,
         )
+        if mcfg.standing_camera_fraction > 0:
+            all_poses = predict_poses(nets.pose, target, sources)
+            kept = losses.automask_of(target, sources, depth_single, all_poses, K, config.loss.ssim_weight)
+            standing = mask_rules.standing_camera(kept, mcfg.standing_camera_fraction)
+            dynamic = dynamic & ~standing[:, None, None, None]
+            standing_frames += int(standing.sum())
         for i, sample_id in enumerate(batch["id"]):
             path = mask_path_for(out_dir, sample_id)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +220,8 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         "masked_fraction": masked_pixels / max(total_pixels, 1),
         "thresholds": {"upper_ratio": mcfg.upper_ratio, "lower_ratio": mcfg.lower_ratio},
         "ground_check": mcfg.ground_check,
+        "standing_camera_fraction": mcfg.standing_camera_fraction,
+        "standing_camera_frames": standing_frames,
     }
     if frames_with_truth:
         scores = quality.compute()

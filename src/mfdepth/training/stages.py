@@ -379,6 +379,32 @@ class PretrainStage(StageModule):
         better = ~self.match_warps_worse(target, sources, multi, single_error, poses, K)
         return better & valid & ~uninformative[:, None, None, None]
 
+    def pixels_handed_to_match(self, target, sources, multi: dict, single_error: torch.Tensor, poses, K,
+                               uninformative: torch.Tensor, teacher_depth: torch.Tensor) -> torch.Tensor | None:
+        """``(B, 1, H, W)`` bool: the pixels that ``loss.consistency_photometric_gate`` takes out of the
+        consistency term (the match's photometric error at most ``loss.consistency_gate_margin`` times S0's
+        there), only those whose match lies beyond ``loss.consistency_high`` times S0's depth when
+        ``loss.consistency_gate_far_only``; None when the gate is off."""
+        lo = self.config.loss
+        if not lo.consistency_photometric_gate:
+            return None
+        handed = self.match_warps_better_than_single(target, sources, multi, single_error * lo.consistency_gate_margin,
+                                                     poses, K, uninformative)
+        if lo.consistency_gate_far_only:
+            match_depth = F.interpolate(multi["cost_volume_depth"].to(teacher_depth.dtype),
+                                        size=tuple(teacher_depth.shape[-2:]), mode="nearest")
+            handed = handed & (match_depth > lo.consistency_high * teacher_depth)
+        return handed
+
+    def handed_match_term(self, net_out: dict, handed: torch.Tensor | None) -> torch.Tensor | None:
+        """``loss.handed_match_weight`` times the mean over the pixels the gate hands to the match (alone,
+        so a few pixels weigh as much as the whole image's target) of ``|log D_M0 - log D_match|``; None
+        when the weight is 0 or nothing is handed over."""
+        weight = self.config.loss.handed_match_weight
+        if weight == 0 or handed is None:
+            return None
+        return weight * losses.cost_volume_target_loss(net_out["depth"][0], net_out["cost_volume_depth"], handed)
+
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, _ = self.unpack(batch)
         predicted_poses = predict_poses(self.pose, target_aug, sources_aug)
@@ -397,6 +423,8 @@ class PretrainStage(StageModule):
             # The same columns in every row of the loss log (its header is fixed by the first row).
             nan = torch.full((), float("nan"), device=loss.device)
             joined_later = self.MULTI_SCALARS + (("cost_volume_target",) if self.config.loss.cost_volume_target_weight else ())
+            if self.config.loss.handed_match_weight and self.config.loss.consistency_photometric_gate:
+                joined_later += ("handed_match",)
             if self.config.loss.stereo_prior_network in ("multi", "both") and self.config.train.stereo_prior_steps:
                 joined_later += ("multi_stereo_prior",)
             scalars.update(dict.fromkeys(joined_later, nan))
@@ -419,13 +447,19 @@ class PretrainStage(StageModule):
             self.config.loss.consistency_low, self.config.loss.consistency_high,
             multi["cost_volume_valid"],
         )
-        region = inconsistent | (static | zeroed)[:, None, None, None]
-        if self.config.loss.consistency_photometric_gate:
-            region = region & ~self.match_warps_better_than_single(
-                target, sources, multi, single_terms["reprojection_error"], poses, K, static | zeroed)
+        # Items whose volume saw no camera motion: the static-camera augmentation's, the zeroed ones, and
+        # frames whose camera really stands (masks.standing_camera_fraction); M0 is distilled from S0 there.
+        standing = masks.standing_camera(single_terms["automask"], self.config.masks.standing_camera_fraction)
+        single_frame_items = static | zeroed | standing
+        region = inconsistent | single_frame_items[:, None, None, None]
+        handed = self.pixels_handed_to_match(target, sources, multi, single_terms["reprojection_error"], poses, K,
+                                             single_frame_items, teacher_depth)
+        if handed is not None:
+            region = region & ~handed
         consistency = losses.distillation_loss(multi["depth"][0], teacher_depth, region)
         loss = self.add_terms(loss + multi_terms["loss"] + self.config.loss.consistency_weight * consistency, scalars,
                               cost_volume_target=self.cost_volume_target_term(multi, region),
+                              handed_match=self.handed_match_term(multi, handed),
                               multi_stereo_prior=self.stereo_prior_term(batch, multi["depth"][0], "multi"))
         scalars.update({
             "multi_photometric": multi_terms["photometric"],
