@@ -95,9 +95,8 @@ def main(argv=None) -> int:
     (RESULTS / f"standing_camera_{args.name}.json").write_text(json.dumps(payload, indent=2))
 
     lines = [f"# Standing camera: {args.name}", "",
-             f"Pretrain networks of `{run_dir}` on {len(rows)} training frames (the first of each drive has no "
-             f"previous frame); standing = under {100 * STANDING_METRES:.0f} cm from the previous frame (true "
-             "poses).", "", "| detector | frames | standing: min / median / max | moving: min / median / max |",
+             f"Pretrain networks of `{run_dir}` on {len(rows)} training frames; standing = under "
+             f"{100 * STANDING_METRES:.0f} cm from the previous frame (true poses).", "", "| detector | frames | standing: min / median / max | moving: min / median / max |",
              "|---|---|---|---|"]
     for key, label in (("parallax_px", "pose net's parallax (px)"), ("automask_dropped", "auto-mask's dropped share")):
         s = summary[key]

@@ -155,6 +155,10 @@ class LossConfig:
     """With the gate: only the pixels whose match lies beyond ``consistency_high`` times S0's depth leave the
     consistency term (an object driving with the camera matches far away); nearer matches stay distilled
     from S0, so M0 keeps its static pixels (docs/convergence.md, failure 18)."""
+    consistency_standing_camera: bool = False
+    """Pretrain stage: the frames ``masks.standing_camera_fraction`` takes for a standing camera count as
+    single-frame items, as the static-camera augmentation's do: M0 is distilled from S0 there, its flat
+    volume is no target, and the gate hands none of their pixels to the match."""
     consistency_gate_margin: float = 1.0
     """With the gate: a pixel leaves the consistency term only where its match's photometric error is at most
     this times S0's (1 = as well or better; smaller = clearly better, as on an object driving with the
@@ -226,8 +230,8 @@ class MaskConfig:
     """A training frame in which at least this share of the pixels match better unwarped than warped with
     S0's depth (Monodepth2's auto-mask) is taken as a standing camera (:func:`mfdepth.masks.standing_camera`):
     the masks stage writes an empty mask for it (M0's cost volume saw no parallax, so its depth says nothing
-    about motion), and the pretrain stage treats its cost volume as the static-camera augmentation's
-    (distil M0 from S0, no match target). The pose net's translation cannot tell such frames
+    about motion), and with ``loss.consistency_standing_camera`` the pretrain stage treats its cost volume
+    as the static-camera augmentation's. The pose net's translation cannot tell such frames
     (docs/convergence.md, failure 18); 0 = off."""
 
 

@@ -471,6 +471,37 @@ def test_the_photometric_gate_hands_pixels_from_the_consistency_term_to_the_matc
     assert not better[0].any() and better[1, :, 8:].all()
 
 
+def test_frames_whose_camera_stands_are_distilled_from_s0_in_the_pretrain_stage(tiny_world, tmp_path, monkeypatch):
+    """``loss.consistency_standing_camera``: a frame the standing-camera detector names joins the consistency
+    region whole (as the static-camera augmentation's items do), so the cost-volume target leaves it alone."""
+    from torch.utils.data import DataLoader
+
+    from mfdepth import losses
+    from mfdepth import masks as mask_rules
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import training_dataset
+
+    config = tiny_config(tiny_world, tmp_path / "st", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+                         "train.zero_cost_volume_prob=0", "masks.standing_camera_fraction=0.9")
+    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "st", with_masks=False), batch_size=2)))
+    runtime = loop.setup_runtime("cpu", "auto", "32")
+    monkeypatch.setattr(mask_rules, "standing_camera", lambda kept, fraction: torch.tensor([True, False]))
+    seen = {}
+    distill = losses.distillation_loss
+    monkeypatch.setattr(losses, "distillation_loss",
+                        lambda d, t, region: seen.setdefault("region", region.clone()) is None or distill(d, t, region))
+    regions = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        seen.clear()
+        stage = PretrainStage(apply_overrides(config, [f"loss.consistency_standing_camera={on}"])).train()
+        stage.global_step = config.train.warmup_steps
+        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        regions[on] = seen["region"]
+    assert not regions[False][0].all()  # an untrained net's matches are not all distrusted
+    assert regions[True][0].all() and torch.equal(regions[True][1], regions[False][1])
+
+
 def test_the_far_only_gate_hands_only_far_matches_and_their_own_target_pulls_there(tiny_world, tmp_path):
     """``loss.consistency_gate_far_only`` keeps in the consistency term every pixel whose match is not
     beyond ``consistency_high`` times S0's depth; ``loss.handed_match_weight`` pulls M0 toward the match on

@@ -448,9 +448,11 @@ class PretrainStage(StageModule):
             multi["cost_volume_valid"],
         )
         # Items whose volume saw no camera motion: the static-camera augmentation's, the zeroed ones, and
-        # frames whose camera really stands (masks.standing_camera_fraction); M0 is distilled from S0 there.
-        standing = masks.standing_camera(single_terms["automask"], self.config.masks.standing_camera_fraction)
-        single_frame_items = static | zeroed | standing
+        # (loss.consistency_standing_camera) frames whose camera really stands; M0 is distilled from S0 there.
+        single_frame_items = static | zeroed
+        if self.config.loss.consistency_standing_camera:
+            single_frame_items = single_frame_items | masks.standing_camera(
+                single_terms["automask"], self.config.masks.standing_camera_fraction)
         region = inconsistent | single_frame_items[:, None, None, None]
         handed = self.pixels_handed_to_match(target, sources, multi, single_terms["reprojection_error"], poses, K,
                                              single_frame_items, teacher_depth)
