@@ -337,3 +337,19 @@ def test_standing_camera_is_the_share_of_pixels_the_automask_drops():
     assert M.standing_camera(kept, 0.9).tolist() == [True, False, False]
     assert M.standing_camera(kept, 0.75).tolist() == [True, True, False]
     assert not M.standing_camera(kept, 0.0).any()  # off
+
+
+def test_dynamic_mask_is_empty_on_frames_whose_camera_stands():
+    single, car, _ = _scene_with_car()
+    multi = torch.where(car, 3.0 * single, single).expand(2, -1, -1, -1).clone()
+    single = single.expand(2, -1, -1, -1).clone()
+    kept = torch.ones_like(single, dtype=torch.bool)
+    kept[1] = False  # the second frame's camera stands
+    K = _K(2)
+    plain = M.compute_dynamic_mask(multi, single, K, ground_check=False)
+    assert plain[0].any() and plain[1].any()
+    mask = M.compute_dynamic_mask(multi, single, K, ground_check=False, standing_camera_fraction=0.9,
+                                  automask_kept=kept)
+    assert torch.equal(mask[0], plain[0]) and not mask[1].any()
+    with pytest.raises(ValueError, match="automask_kept"):
+        M.compute_dynamic_mask(multi, single, K, standing_camera_fraction=0.9)

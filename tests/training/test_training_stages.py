@@ -74,13 +74,13 @@ def test_frames_whose_camera_stands_get_an_empty_mask(tiny_world, tmp_path, monk
     drops at least that share of its pixels, and of no other (a rule that flags every pixel stands in for M0,
     an auto-mask that drops every pixel of the first item of each batch, none of the second, for S0's)."""
     from mfdepth import losses
-    from mfdepth import masks as mask_rules
     from mfdepth.config import apply_overrides
+    from mfdepth.masks import dynamic as dynamic_rules
     from mfdepth.training.recipe import run_masks
 
-    config = tiny_config(tiny_world, tmp_path / "sc")
+    config = tiny_config(tiny_world, tmp_path / "sc", "masks.ground_check=false")
     run_stage("pretrain", config, config.run_dir, progress=False)
-    monkeypatch.setattr(mask_rules, "compute_dynamic_mask", lambda depth_multi, *a, **k: torch.ones_like(
+    monkeypatch.setattr(dynamic_rules, "depth_inconsistency_mask", lambda depth_multi, *a, **k: torch.ones_like(
         depth_multi, dtype=torch.bool))
 
     def first_item_stands(target, *args, **kwargs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from mfdepth.masks.distillation import standing_camera
 from mfdepth.masks.ground import fit_ground_plane, ground_mask
 from mfdepth.masks.morphology import dilate, remove_small_blobs
 
@@ -80,6 +81,8 @@ def compute_dynamic_mask(
     ground_tolerance: float = 0.15,
     min_blob_area: int = 0,
     dilation: int = 0,
+    standing_camera_fraction: float = 0.0,
+    automask_kept: Tensor | None = None,
     valid: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -90,12 +93,16 @@ def compute_dynamic_mask(
     1. ratio test (:func:`depth_inconsistency_mask`),
     2. if ``ground_check``: fit the ground plane to D_r's lower region and unflag pixels whose D_r point
        lies on it (:func:`ground_mask`),
-    3. drop blobs smaller than ``min_blob_area`` pixels, then dilate by ``dilation`` pixels.
+    3. drop blobs smaller than ``min_blob_area`` pixels, then dilate by ``dilation`` pixels,
+    4. if ``standing_camera_fraction`` > 0: empty the mask of every frame whose camera stands by
+       :func:`mfdepth.masks.standing_camera` on ``automask_kept`` (no parallax: M0's depth says nothing).
 
     Args:
         depth_multi: ``(B, 1, H, W)`` D_o (multi-frame net), metres.
         depth_single: ``(B, 1, H, W)`` D_r (single-frame net), metres.
         K: ``(B, 3, 3)`` intrinsics in pixels of the depth maps.
+        automask_kept: ``(B, 1, H, W)`` bool, Monodepth2's auto-mask of D_r (True = the warp matches better
+            than the unwarped sources); needed when ``standing_camera_fraction`` > 0.
         valid: optional ``(B, 1, H, W)`` bool of pixels considered by the ratio test.
         generator: random source of the plane fit (default: fixed seed).
     Returns:
@@ -108,8 +115,13 @@ def compute_dynamic_mask(
         plane = fit_ground_plane(depth_single, K, generator=generator)
         on_ground = ground_mask(depth_single, K, plane, ground_tolerance, camera_height)
         dynamic = dynamic & ~on_ground
-    dynamic = remove_small_blobs(dynamic, min_blob_area)
-    return dilate(dynamic, dilation)
+    dynamic = dilate(remove_small_blobs(dynamic, min_blob_area), dilation)
+    if standing_camera_fraction > 0:
+        if automask_kept is None:
+            raise ValueError("standing_camera_fraction > 0 needs automask_kept, the auto-mask of the single-frame "
+                             "depth (mfdepth.losses.automask_of)")
+        dynamic = dynamic & ~standing_camera(automask_kept, standing_camera_fraction)[:, None, None, None]
+    return dynamic
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ produces it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -186,18 +187,13 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         poses = predict_poses(nets.pose, target, {-1: sources[-1]})
         depth_single = nets.scaled(nets.single(target), K)["depth"][0]
         depth_multi = nets.scaled(nets.multi(target, sources[-1], poses[-1], K), K)["depth"][0]
-        dynamic = mask_rules.compute_dynamic_mask(
-            depth_multi, depth_single, K,
-            upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio, align_median=mcfg.align_median,
-            ground_check=mcfg.ground_check, camera_height=mcfg.camera_height,
-            ground_tolerance=mcfg.ground_tolerance, min_blob_area=mcfg.min_blob_area, dilation=mcfg.dilation,
-        )
+        kept = None
         if mcfg.standing_camera_fraction > 0:
-            all_poses = predict_poses(nets.pose, target, sources)
-            kept = losses.automask_of(target, sources, depth_single, all_poses, K, config.loss.ssim_weight)
-            standing = mask_rules.standing_camera(kept, mcfg.standing_camera_fraction)
-            dynamic = dynamic & ~standing[:, None, None, None]
-            standing_frames += int(standing.sum())
+            kept = losses.automask_of(target, sources, depth_single, predict_poses(nets.pose, target, sources), K,
+                                      config.loss.ssim_weight)
+            standing_frames += int(mask_rules.standing_camera(kept, mcfg.standing_camera_fraction).sum())
+        dynamic = mask_rules.compute_dynamic_mask(depth_multi, depth_single, K, **dataclasses.asdict(mcfg),
+                                                  automask_kept=kept)
         for i, sample_id in enumerate(batch["id"]):
             path = mask_path_for(out_dir, sample_id)
             path.parent.mkdir(parents=True, exist_ok=True)
