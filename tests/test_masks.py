@@ -353,3 +353,14 @@ def test_dynamic_mask_is_empty_on_frames_whose_camera_stands():
     assert torch.equal(mask[0], plain[0]) and not mask[1].any()
     with pytest.raises(ValueError, match="automask_kept"):
         M.compute_dynamic_mask(multi, single, K, standing_camera_fraction=0.9)
+
+
+def test_distillation_region_can_keep_dynamic_pixels_whatever_the_reliability_mask_says():
+    inconsistent = torch.zeros(1, 1, 2, 3, dtype=torch.bool)
+    inconsistent[0, 0, 0, 0] = True
+    dynamic = torch.zeros(1, 1, 2, 3, dtype=torch.bool)
+    dynamic[0, 0, 1, :2] = True
+    unreliable = torch.zeros(1, 1, 2, 3, dtype=torch.bool)  # the student warps better everywhere
+    assert not M.distillation_region(inconsistent, dynamic, None, unreliable).any()  # METHOD.md
+    region = M.distillation_region(inconsistent, dynamic, None, unreliable, reliability_on_dynamic=False)
+    assert torch.equal(region, dynamic)  # the inconsistent pixel still needs R; the dynamic ones do not

@@ -155,6 +155,10 @@ class LossConfig:
     """With the gate: only the pixels whose match lies beyond ``consistency_high`` times S0's depth leave the
     consistency term (an object driving with the camera matches far away); nearer matches stay distilled
     from S0, so M0 keeps its static pixels (docs/convergence.md, failure 18)."""
+    distill_dynamic_regardless_of_reliability: bool = False
+    """Student stage: the pixels of the depth inconsistency mask are distilled from S* whatever the reliability
+    mask says (not METHOD.md, whose R also applies there): on a car driving with the camera a too-far depth warps
+    best, so R withholds the distillation on the pixels the mask found (docs/convergence.md, failure 18)."""
     consistency_standing_camera: bool = False
     """Pretrain stage: the frames ``masks.standing_camera_fraction`` takes for a standing camera count as
     single-frame items, as the static-camera augmentation's do: M0 is distilled from S0 there, its flat

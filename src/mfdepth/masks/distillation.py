@@ -87,6 +87,7 @@ def distillation_region(
     dynamic: Tensor | None = None,
     static_camera: Tensor | None = None,
     reliability: Tensor | None = None,
+    reliability_on_dynamic: bool = True,
 ) -> Tensor:
     """Pixels where the student is distilled from the teacher (METHOD.md, robust knowledge distillation).
 
@@ -103,6 +104,9 @@ def distillation_region(
         static_camera: ``(B,)`` bool, frames whose cost volume saw no camera motion (the source replaced by
             the target during training); the training loop may also pass frames whose cost volume was zeroed.
         reliability: ``(B, 1, H, W)`` bool from :func:`reliability_mask`.
+        reliability_on_dynamic: False = the ``dynamic`` pixels are distilled whatever ``reliability`` says (not
+            METHOD.md: a static-world warp is no evidence on an object that moves, and on a car driving with
+            the camera a too-far depth warps best).
     Returns:
         ``(B, 1, H, W)`` bool, True = distil.
     """
@@ -113,6 +117,8 @@ def distillation_region(
         region = region | static_camera.bool().reshape(-1, 1, 1, 1)
     if reliability is not None:
         region = region & reliability.bool()
+        if not reliability_on_dynamic and dynamic is not None:
+            region = region | (dynamic.to(torch.float32) > 0.5)
     return region
 
 

@@ -600,7 +600,9 @@ class StudentStage(StageModule):
                 reliable = masks.reliability_mask(teacher_error, terms["reprojection_error"].detach())
             else:
                 reliable = None
-            region = masks.distillation_region(inconsistent, dynamic, single_frame_items, reliable)
+            region = masks.distillation_region(
+                inconsistent, dynamic, single_frame_items, reliable,
+                reliability_on_dynamic=not cfg.distill_dynamic_regardless_of_reliability)
         else:
             region = inconsistent | single_frame_items[:, None, None, None]
         distill = losses.distillation_loss(student["depth"][0], teacher_depth, region)
