@@ -163,6 +163,10 @@ class LossConfig:
     """Pretrain stage: the frames ``masks.standing_camera_fraction`` takes for a standing camera count as
     single-frame items, as the static-camera augmentation's do: M0 is distilled from S0 there, its flat
     volume is no target, and the gate hands none of their pixels to the match."""
+    distill_standing_camera: bool = False
+    """Student stage: the frames ``masks.standing_camera_fraction`` takes for a standing camera (found from
+    the student's own auto-mask) count as static-camera frames, where METHOD.md distils M from S*: the whole
+    frame joins the distillation region (still under R) and its flat volume is no target."""
     consistency_gate_margin: float = 1.0
     """With the gate: a pixel leaves the consistency term only where its match's photometric error is at most
     this times S0's (1 = as well or better; smaller = clearly better, as on an object driving with the
@@ -629,6 +633,10 @@ def validate(config: Config) -> None:
     if not 0.0 <= config.masks.standing_camera_fraction <= 1.0:
         raise ConfigError(f"masks.standing_camera_fraction: {config.masks.standing_camera_fraction} must be between "
                           "0 (off) and 1")
+    for key in ("consistency_standing_camera", "distill_standing_camera"):
+        if getattr(lo, key) and config.masks.standing_camera_fraction == 0:
+            raise ConfigError(f"loss.{key} needs masks.standing_camera_fraction > 0 to find the standing frames "
+                              "(e.g. masks.standing_camera_fraction=0.9)")
     if len(set(d.frame_offsets)) != len(d.frame_offsets) or -1 not in d.frame_offsets:
         raise ConfigError(
             f"data.frame_offsets: {d.frame_offsets} must list distinct offsets and include the previous "

@@ -44,6 +44,43 @@ def tiny_config(world, run_dir, *extra):
     return load_config(None, [*TINY, f"data.root={world}", f"run_dir={run_dir}", *extra])
 
 
+def first_batch(config):
+    """The first training batch of two (no masks) in ``config.run_dir``'s data."""
+    from torch.utils.data import DataLoader
+
+    from mfdepth.training.recipe import training_dataset
+
+    return next(iter(DataLoader(training_dataset(config, config.run_dir, with_masks=False), batch_size=2)))
+
+
+def distillation_regions(stage_class, config, batch, monkeypatch, variants):
+    """One training forward of ``stage_class`` per override list in ``variants``, on the same batch and
+    start (the pretrain stage's multi-frame net has joined); for each, the region its first distillation
+    call distils from the single-frame net (the pretrain consistency term, the student's distillation) and
+    the pixels the cost-volume target pulls (None where the term is off). Returns ``({key: (region,
+    trusted)}, the last stage)``."""
+    from mfdepth import losses
+    from mfdepth.config import apply_overrides
+
+    runtime = loop.setup_runtime("cpu", "auto", "32")
+    seen = {}
+    distill, target = losses.distillation_loss, losses.cost_volume_target_loss
+    # The cost-volume target term makes a distillation call of its own, after the stage's.
+    monkeypatch.setattr(losses, "distillation_loss",
+                        lambda d, t, region: seen.setdefault("region", region.clone()) is None or distill(d, t, region))
+    monkeypatch.setattr(losses, "cost_volume_target_loss",
+                        lambda d, c, trusted: seen.setdefault("trusted", trusted.clone()) is None or target(d, c, trusted))
+    regions = {}
+    for key, overrides in variants.items():
+        torch.manual_seed(0)
+        seen.clear()
+        stage = stage_class(apply_overrides(config, overrides)).train()
+        stage.global_step = config.train.warmup_steps if stage_class is PretrainStage else 0
+        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
+        regions[key] = (seen["region"], seen.get("trusted"))
+    return regions, stage
+
+
 def test_all_stages_run_and_write_their_outputs(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "run")
     results = run_stage("all", config, config.run_dir, progress=False)
@@ -360,12 +397,8 @@ def test_auto_precision_uses_bfloat16_only_on_a_cpu_that_computes_it(monkeypatch
 
 
 def test_bfloat16_mixed_precision_runs_on_cpu_with_the_float32_loss(tiny_world, tmp_path):
-    from torch.utils.data import DataLoader
-
-    from mfdepth.training.recipe import training_dataset
-
     config = tiny_config(tiny_world, tmp_path / "bf16", "train.pose_prior_steps=0")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "bf16", with_masks=False), batch_size=2)))
+    batch = first_batch(config)
     stage = PretrainStage(config).train()
     stage.global_step = config.train.warmup_steps  # the multi-frame net and its cost volume take part
     losses = {}
@@ -396,13 +429,10 @@ def test_cost_volume_target_term_is_logged_in_the_stages_that_train_the_multi_fr
 
 
 def test_consistency_weight_scales_the_pretrain_consistency_term(tiny_world, tmp_path):
-    from torch.utils.data import DataLoader
-
     from mfdepth.config import apply_overrides
-    from mfdepth.training.recipe import training_dataset
 
     config = tiny_config(tiny_world, tmp_path / "cw", "train.pose_prior_steps=0")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "cw", with_masks=False), batch_size=2)))
+    batch = first_batch(config)
     runtime = loop.setup_runtime("cpu", "auto", "32")
     results = {}
     for weight in (1.0, 0.25):
@@ -419,32 +449,12 @@ def test_consistency_weight_scales_the_pretrain_consistency_term(tiny_world, tmp
 def test_the_photometric_gate_hands_pixels_from_the_consistency_term_to_the_match(tiny_world, tmp_path, monkeypatch):
     """``loss.consistency_photometric_gate``: the pretrain consistency region loses exactly the pixels whose
     lowest-cost depth warps at least as well as S0's, and the cost-volume target pulls M0 there instead."""
-    from torch.utils.data import DataLoader
-
-    from mfdepth import losses
-    from mfdepth.config import apply_overrides
-    from mfdepth.training.recipe import training_dataset
-
     # A narrow band makes most matches distrusted, so the gate has pixels to take from the first step.
     config = tiny_config(tiny_world, tmp_path / "pg", "train.pose_prior_steps=0", "train.static_camera_prob=0",
                          "train.zero_cost_volume_prob=0", "loss.consistency_low=0.95", "loss.consistency_high=1.05")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "pg", with_masks=False), batch_size=2)))
-    runtime = loop.setup_runtime("cpu", "auto", "32")
-    seen = {}
-    distill, target = losses.distillation_loss, losses.cost_volume_target_loss
-    # The consistency term is the stage's first distillation call (the target term makes one of its own).
-    monkeypatch.setattr(losses, "distillation_loss",
-                        lambda d, t, region: seen.setdefault("region", region.clone()) is None or distill(d, t, region))
-    monkeypatch.setattr(losses, "cost_volume_target_loss",
-                        lambda d, c, trusted: seen.setdefault("trusted", trusted.clone()) is None or target(d, c, trusted))
-    regions = {}
-    for gate in (False, True):
-        torch.manual_seed(0)
-        seen.clear()
-        stage = PretrainStage(apply_overrides(config, [f"loss.consistency_photometric_gate={gate}"])).train()
-        stage.global_step = config.train.warmup_steps  # the multi-frame net has joined
-        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
-        regions[gate] = (seen["region"], seen["trusted"])
+    batch = first_batch(config)
+    regions, stage = distillation_regions(PretrainStage, config, batch, monkeypatch, {
+        gate: [f"loss.consistency_photometric_gate={gate}"] for gate in (False, True)})
     (ungated, ungated_trusted), (gated, gated_trusted) = regions[False], regions[True]
     assert torch.equal(ungated_trusted, ~ungated) and torch.equal(gated_trusted, ~gated)
     assert not (gated & ~ungated).any()  # the gate only takes pixels from the consistency term
@@ -474,45 +484,48 @@ def test_the_photometric_gate_hands_pixels_from_the_consistency_term_to_the_matc
 def test_frames_whose_camera_stands_are_distilled_from_s0_in_the_pretrain_stage(tiny_world, tmp_path, monkeypatch):
     """``loss.consistency_standing_camera``: a frame the standing-camera detector names joins the consistency
     region whole (as the static-camera augmentation's items do), so the cost-volume target leaves it alone."""
-    from torch.utils.data import DataLoader
-
-    from mfdepth import losses
     from mfdepth import masks as mask_rules
-    from mfdepth.config import apply_overrides
-    from mfdepth.training.recipe import training_dataset
 
     config = tiny_config(tiny_world, tmp_path / "st", "train.pose_prior_steps=0", "train.static_camera_prob=0",
                          "train.zero_cost_volume_prob=0", "masks.standing_camera_fraction=0.9")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "st", with_masks=False), batch_size=2)))
-    runtime = loop.setup_runtime("cpu", "auto", "32")
     monkeypatch.setattr(mask_rules, "standing_camera", lambda kept, fraction: torch.tensor([True, False]))
-    seen = {}
-    distill = losses.distillation_loss
-    monkeypatch.setattr(losses, "distillation_loss",
-                        lambda d, t, region: seen.setdefault("region", region.clone()) is None or distill(d, t, region))
-    regions = {}
-    for on in (False, True):
-        torch.manual_seed(0)
-        seen.clear()
-        stage = PretrainStage(apply_overrides(config, [f"loss.consistency_standing_camera={on}"])).train()
-        stage.global_step = config.train.warmup_steps
-        loop.forward_under_autocast(stage, batch, loop.step_generator(0, 1), runtime)
-        regions[on] = seen["region"]
+    captured, _ = distillation_regions(PretrainStage, config, first_batch(config), monkeypatch, {
+        on: [f"loss.consistency_standing_camera={on}"] for on in (False, True)})
+    regions = {on: region for on, (region, _) in captured.items()}
     assert not regions[False][0].all()  # an untrained net's matches are not all distrusted
     assert regions[True][0].all() and torch.equal(regions[True][1], regions[False][1])
+
+
+def test_the_student_distils_frames_whose_camera_stands_whole_from_the_teacher(tiny_world, tmp_path, monkeypatch):
+    """``loss.distill_standing_camera``: a frame the standing-camera detector names joins the student's
+    distillation region whole, as a static-camera frame of METHOD.md (R off here, so whole means every
+    pixel); the other frame's region does not change."""
+    from mfdepth import masks as mask_rules
+    from mfdepth.config import ConfigError
+
+    config = tiny_config(tiny_world, tmp_path / "sd", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+                         "train.zero_cost_volume_prob=0", "masks.standing_camera_fraction=0.9",
+                         "loss.reliability_mask=false")
+    monkeypatch.setattr(mask_rules, "standing_camera", lambda kept, fraction: torch.tensor([True, False]))
+    captured, _ = distillation_regions(StudentStage, config, first_batch(config), monkeypatch, {
+        on: [f"loss.distill_standing_camera={on}"] for on in (False, True)})
+    regions = {on: region for on, (region, _) in captured.items()}
+    assert not regions[False][0].all()  # an untrained student's matches are not all distrusted
+    assert regions[True][0].all() and torch.equal(regions[True][1], regions[False][1])
+    for key in ("distill_standing_camera", "consistency_standing_camera"):
+        with pytest.raises(ConfigError, match=f"loss.{key} needs masks.standing_camera_fraction"):
+            load_config(None, [f"loss.{key}=true"])
 
 
 def test_the_far_only_gate_hands_only_far_matches_and_their_own_target_pulls_there(tiny_world, tmp_path):
     """``loss.consistency_gate_far_only`` keeps in the consistency term every pixel whose match is not
     beyond ``consistency_high`` times S0's depth; ``loss.handed_match_weight`` pulls M0 toward the match on
     the handed pixels alone (mean over them): with M0 at 1 m and the match at 5 m, exactly weight * log 5."""
-    from torch.utils.data import DataLoader
 
     from mfdepth.config import apply_overrides
-    from mfdepth.training.recipe import training_dataset
 
     config = tiny_config(tiny_world, tmp_path / "gf", "train.pose_prior_steps=0")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "gf", with_masks=False), batch_size=2)))
+    batch = first_batch(config)
     gate = ["loss.consistency_photometric_gate=true", "loss.handed_match_weight=0.5"]
     both = PretrainStage(apply_overrides(config, gate)).train()
     far = PretrainStage(apply_overrides(config, [*gate, "loss.consistency_gate_far_only=true"])).train()
@@ -566,14 +579,12 @@ def test_the_optimiser_is_adams_fused_kernel_and_steps_as_the_reference_loop():
 def test_the_student_stage_weighs_the_cost_volume_target_on_its_own(tiny_world, tmp_path):
     """``loss.student_cost_volume_target_weight`` scales the student's term (null: the shared weight) and
     leaves the pretrain stage's alone."""
-    from torch.utils.data import DataLoader
 
     from mfdepth.config import ConfigError, apply_overrides
-    from mfdepth.training.recipe import training_dataset
 
     config = tiny_config(tiny_world, tmp_path / "sw", "train.pose_prior_steps=0", "train.static_camera_prob=0",
                          "train.zero_cost_volume_prob=0")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "sw", with_masks=False), batch_size=2)))
+    batch = first_batch(config)
     runtime = loop.setup_runtime("cpu", "auto", "32")
 
     def term(stage_class, *overrides):
@@ -599,15 +610,13 @@ def _student_target_pixels(tiny_world, tmp_path, monkeypatch, variants):
     """One student training forward per override in ``variants`` on the same batch and start; for each,
     the pixels the cost-volume target pulls and the lowest-cost depth it pulls toward. Returns
     ``(pulled {override: (trusted, match)}, the last stage, the batch)``."""
-    from torch.utils.data import DataLoader
 
     from mfdepth import losses
     from mfdepth.config import apply_overrides
-    from mfdepth.training.recipe import training_dataset
 
     config = tiny_config(tiny_world, tmp_path / "st", "train.pose_prior_steps=0", "train.static_camera_prob=0",
                          "train.zero_cost_volume_prob=0")
-    batch = next(iter(DataLoader(training_dataset(config, tmp_path / "st", with_masks=False), batch_size=2)))
+    batch = first_batch(config)
     runtime = loop.setup_runtime("cpu", "auto", "32")
     seen = {}
     original = losses.cost_volume_target_loss

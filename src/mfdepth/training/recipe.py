@@ -184,13 +184,14 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     for batch in loader:
         batch = loop.move_to_device(batch, device)
         _, target, _, sources, K, _ = nets.unpack(batch)
-        poses = predict_poses(nets.pose, target, {-1: sources[-1]})
+        standing_check = mcfg.standing_camera_fraction > 0
+        # The standing-camera check needs every source's pose for the auto-mask; M0 only the previous frame's.
+        poses = predict_poses(nets.pose, target, sources if standing_check else {-1: sources[-1]})
         depth_single = nets.scaled(nets.single(target), K)["depth"][0]
         depth_multi = nets.scaled(nets.multi(target, sources[-1], poses[-1], K), K)["depth"][0]
         kept = None
-        if mcfg.standing_camera_fraction > 0:
-            kept = losses.automask_of(target, sources, depth_single, predict_poses(nets.pose, target, sources), K,
-                                      config.loss.ssim_weight)
+        if standing_check:
+            kept = losses.automask_of(target, sources, depth_single, poses, K, config.loss.ssim_weight)
             standing_frames += int(mask_rules.standing_camera(kept, mcfg.standing_camera_fraction).sum())
         dynamic = mask_rules.compute_dynamic_mask(depth_multi, depth_single, K, **dataclasses.asdict(mcfg),
                                                   automask_kept=kept)

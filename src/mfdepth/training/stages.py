@@ -591,6 +591,9 @@ class StudentStage(StageModule):
             student["cost_volume_valid"],
         )
         single_frame_items = static | zeroed
+        if cfg.distill_standing_camera:
+            single_frame_items = single_frame_items | masks.standing_camera(
+                terms["automask"], self.config.masks.standing_camera_fraction)
         if cfg.distillation:
             if cfg.reliability_mask:
                 with torch.no_grad():
