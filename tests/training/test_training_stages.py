@@ -481,40 +481,29 @@ def test_the_photometric_gate_hands_pixels_from_the_consistency_term_to_the_matc
     assert not better[0].any() and better[1, :, 8:].all()
 
 
-def test_frames_whose_camera_stands_are_distilled_from_s0_in_the_pretrain_stage(tiny_world, tmp_path, monkeypatch):
-    """``loss.consistency_standing_camera``: a frame the standing-camera detector names joins the consistency
-    region whole (as the static-camera augmentation's items do), so the cost-volume target leaves it alone."""
-    from mfdepth import masks as mask_rules
-
-    config = tiny_config(tiny_world, tmp_path / "st", "train.pose_prior_steps=0", "train.static_camera_prob=0",
-                         "train.zero_cost_volume_prob=0", "masks.standing_camera_fraction=0.9")
-    monkeypatch.setattr(mask_rules, "standing_camera", lambda kept, fraction: torch.tensor([True, False]))
-    captured, _ = distillation_regions(PretrainStage, config, first_batch(config), monkeypatch, {
-        on: [f"loss.consistency_standing_camera={on}"] for on in (False, True)})
-    regions = {on: region for on, (region, _) in captured.items()}
-    assert not regions[False][0].all()  # an untrained net's matches are not all distrusted
-    assert regions[True][0].all() and torch.equal(regions[True][1], regions[False][1])
-
-
-def test_the_student_distils_frames_whose_camera_stands_whole_from_the_teacher(tiny_world, tmp_path, monkeypatch):
-    """``loss.distill_standing_camera``: a frame the standing-camera detector names joins the student's
-    distillation region whole, as a static-camera frame of METHOD.md (R off here, so whole means every
-    pixel); the other frame's region does not change."""
+@pytest.mark.parametrize("stage_class, switch, extra", [
+    (PretrainStage, "consistency_standing_camera", []),
+    (StudentStage, "distill_standing_camera", ["loss.reliability_mask=false"]),
+])
+def test_frames_whose_camera_stands_are_distilled_whole(stage_class, switch, extra, tiny_world, tmp_path, monkeypatch):
+    """``loss.consistency_standing_camera`` (pretrain: M0 from S0) and ``loss.distill_standing_camera``
+    (student: M from S*, as METHOD.md's static-camera frames; R off here, so whole means every pixel): a frame
+    the standing-camera detector names joins the distillation region whole, as the static-camera
+    augmentation's items do (so the cost-volume target leaves it alone); the other frame's region does not
+    change. Neither switch may be on without the detector."""
     from mfdepth import masks as mask_rules
     from mfdepth.config import ConfigError
 
-    config = tiny_config(tiny_world, tmp_path / "sd", "train.pose_prior_steps=0", "train.static_camera_prob=0",
-                         "train.zero_cost_volume_prob=0", "masks.standing_camera_fraction=0.9",
-                         "loss.reliability_mask=false")
+    config = tiny_config(tiny_world, tmp_path / "st", "train.pose_prior_steps=0", "train.static_camera_prob=0",
+                         "train.zero_cost_volume_prob=0", "masks.standing_camera_fraction=0.9", *extra)
     monkeypatch.setattr(mask_rules, "standing_camera", lambda kept, fraction: torch.tensor([True, False]))
-    captured, _ = distillation_regions(StudentStage, config, first_batch(config), monkeypatch, {
-        on: [f"loss.distill_standing_camera={on}"] for on in (False, True)})
+    captured, _ = distillation_regions(stage_class, config, first_batch(config), monkeypatch, {
+        on: [f"loss.{switch}={on}"] for on in (False, True)})
     regions = {on: region for on, (region, _) in captured.items()}
-    assert not regions[False][0].all()  # an untrained student's matches are not all distrusted
+    assert not regions[False][0].all()  # an untrained net's matches are not all distrusted
     assert regions[True][0].all() and torch.equal(regions[True][1], regions[False][1])
-    for key in ("distill_standing_camera", "consistency_standing_camera"):
-        with pytest.raises(ConfigError, match=f"loss.{key} needs masks.standing_camera_fraction"):
-            load_config(None, [f"loss.{key}=true"])
+    with pytest.raises(ConfigError, match=f"loss.{switch} needs masks.standing_camera_fraction"):
+        load_config(None, [f"loss.{switch}=true"])
 
 
 def test_the_far_only_gate_hands_only_far_matches_and_their_own_target_pulls_there(tiny_world, tmp_path):
