@@ -34,9 +34,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input or files: shown as one line, never as a traceback."""
     from mfdepth.checkpoint import CheckpointError
     from mfdepth.data.errors import DataError
-    from mfdepth.training.loop import NonFiniteLossError
+    from mfdepth.training.loop import DepthCollapseError, NonFiniteLossError
 
-    return (ConfigError, UserError, FileNotFoundError, DataError, CheckpointError, NonFiniteLossError)
+    return (ConfigError, UserError, FileNotFoundError, DataError, CheckpointError, NonFiniteLossError,
+            DepthCollapseError)
 
 
 _OS_ERROR_HINTS = {

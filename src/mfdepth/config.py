@@ -346,6 +346,11 @@ class TrainConfig:
     zero_cost_volume_prob: float = 0.25
     freeze_teacher: bool = True
     grad_clip: float = 0.0
+    collapse_guard_steps: int = 50
+    """Stop a stage, as a NaN loss does, once ``collapse_guard_fraction`` of its trained depth's pixels have sat
+    at a bound of [``model.min_depth``, ``model.max_depth``] for this many consecutive steps: the sigmoid
+    saturates there and nothing learns again (docs/convergence.md, "Where the recipe stands"). 0 = off."""
+    collapse_guard_fraction: float = 0.95
     ema_decay: float = 0.99
     """Exponential moving average of every network's weights with this decay per step (0 = off); the
     checkpoints' networks are the averages (raw weights kept for resuming). See StageModule."""
@@ -653,6 +658,10 @@ def validate(config: Config) -> None:
     if not (math.isfinite(t.pose_learning_rate_scale) and t.pose_learning_rate_scale > 0):
         raise ConfigError(f"train.pose_learning_rate_scale: {t.pose_learning_rate_scale} must be positive "
                           "(1 = the stage's rate)")
+    if t.collapse_guard_steps < 0:
+        raise ConfigError(f"train.collapse_guard_steps: {t.collapse_guard_steps} must be 0 (off) or a number of steps")
+    if not 0 < t.collapse_guard_fraction <= 1:
+        raise ConfigError(f"train.collapse_guard_fraction: {t.collapse_guard_fraction} must be in (0, 1]")
     if t.grad_clip < 0:
         raise ConfigError(f"train.grad_clip: {t.grad_clip} must be 0 (off) or positive")
     for key in ("static_camera_prob", "zero_cost_volume_prob"):

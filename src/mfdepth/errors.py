@@ -2,8 +2,8 @@
 
 The command line (:mod:`mfdepth.cli`) prints these as one line with exit code 2, no traceback, together
 with :class:`mfdepth.config.ConfigError`, :class:`mfdepth.data.errors.DataError`,
-:class:`mfdepth.checkpoint.CheckpointError`, ``FileNotFoundError`` and
-:class:`mfdepth.training.loop.NonFiniteLossError`.
+:class:`mfdepth.checkpoint.CheckpointError`, ``FileNotFoundError``,
+:class:`mfdepth.training.loop.NonFiniteLossError` and :class:`mfdepth.training.loop.DepthCollapseError`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from mfdepth.models import MultiFrameDepthNet, PoseNet, ResnetEncoder, SingleFrameDepthNet, StreamingDepth
-from mfdepth.models.layers import disp_to_depth
+from mfdepth.models.layers import bound_fractions, disp_to_depth
 
 
 def _K(b, h, w):
@@ -34,6 +34,15 @@ def test_shapes_for_odd_resolutions(h, w):
 def test_disp_to_depth_range():
     _, depth = disp_to_depth(torch.tensor([0.0, 1.0]), 0.1, 100.0)
     assert torch.allclose(depth, torch.tensor([100.0, 0.1]))
+
+
+def test_bound_fractions_count_the_pixels_within_five_percent_of_each_bound():
+    # min 1, max 100: 1.04 and 1.049 are at the lower bound, 95.3 (100 / 1.05 = 95.24) and 100 at the upper.
+    depth = torch.tensor([1.0, 1.04, 1.049, 1.06, 10.0, 95.0, 95.3, 100.0]).reshape(1, 1, 2, 4)
+    low, high = bound_fractions(depth, 1.0, 100.0)
+    assert float(low) == pytest.approx(3 / 8) and float(high) == pytest.approx(2 / 8)
+    _, at_sigmoid_ends = disp_to_depth(torch.tensor([1.0, 0.0]), 1.0, 100.0)
+    assert [float(f) for f in bound_fractions(at_sigmoid_ends, 1.0, 100.0)] == [0.5, 0.5]
 
 
 @pytest.mark.parametrize("fine_matching, cost_hint", [(False, False), (True, False), (True, True)])

@@ -184,6 +184,41 @@ def test_nan_loss_stops_with_step_and_samples_named(tiny_world, tmp_path, monkey
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+def test_a_depth_pinned_at_its_bound_stops_the_stage_and_keeps_the_checkpoint_from_before(tiny_world, tmp_path,
+                                                                                          monkeypatch):
+    config = tiny_config(tiny_world, tmp_path / "pinned", "train.pretrain_steps=6", "train.collapse_guard_steps=2")
+    original = PretrainStage.forward
+    calls = {"n": 0}
+
+    def collapsing(self, batch, generator):
+        loss, scalars, images = original(self, batch, generator)
+        calls["n"] += 1
+        assert 0 <= float(scalars["pinned_fraction"]) < 0.95  # the real start: no pixel near a bound
+        if calls["n"] >= 3:
+            scalars = {**scalars, "pinned_fraction": torch.tensor(1.0)}
+        return loss, scalars, images
+
+    monkeypatch.setattr(PretrainStage, "forward", collapsing)
+    with pytest.raises(loop.DepthCollapseError) as info:
+        run_stage("pretrain", config, config.run_dir, progress=False)
+    message = str(info.value)
+    assert "up to step 3" in message and "train.grad_clip" in message and "pretrain-last.ckpt" in message
+    # Steps 2 and 3 saw a pinned depth: the checkpoints due after steps 2 and 3 were never written.
+    assert load_checkpoint(tmp_path / "pinned" / "checkpoints" / "pretrain-last.ckpt")["step"] == 1
+    assert calls["n"] == 4
+
+
+def test_a_depth_started_at_the_lower_bound_trips_the_guard(tiny_world, tmp_path):
+    # The sigmoid starts where the depth is 1.001 x model.min_depth: every pixel is pinned from the first step.
+    at_bound = ["train.pretrain_steps=3", "model.min_depth=0.01", "model.initial_depth=0.01001"]
+    config = tiny_config(tiny_world, tmp_path / "on", *at_bound, "train.collapse_guard_steps=2")
+    with pytest.raises(loop.DepthCollapseError, match=r"\[0.01, 100\] m for the 2 steps up to step 1,"):
+        run_stage("pretrain", config, config.run_dir, progress=False)
+    off = tiny_config(tiny_world, tmp_path / "off", *at_bound, "train.collapse_guard_steps=0")
+    run_stage("pretrain", off, off.run_dir, progress=False)  # the guard off: the stage runs to its end
+    assert load_checkpoint(tmp_path / "off" / "checkpoints" / "pretrain.ckpt")["step"] == 3
+
+
 def test_batch_sampler_order_is_a_function_of_seed_and_epoch():
     full = list(loop.ResumableBatchSampler(10, 3, seed=1, epoch=2))
     assert len(full) == 3 and full != [[0, 1, 2], [3, 4, 5], [6, 7, 8]]

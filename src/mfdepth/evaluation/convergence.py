@@ -18,6 +18,7 @@ from mfdepth.evaluation.metrics import MaskQualityAccumulator, relative_pose_err
 from mfdepth.evaluation.poses import true_relative_poses
 from mfdepth.evaluation.protocols import evaluate_depth_maps
 from mfdepth.losses import min_reprojection_error, normalise_depths, photometric_error
+from mfdepth.models import bound_fractions
 
 
 def reference_scores(gts: list, motion_masks: list | None = None, max_depth: float = 80.0,
@@ -112,7 +113,7 @@ class ConvergenceJudge:
         preds = [d[0].numpy() for d in depths]
         scored = evaluate_depth_maps(preds, self.gts, motion_masks=self.motion, max_depth=self.config.eval.max_depth)
         metric = evaluate_depth_maps(preds, self.gts, median_scaling=False, max_depth=self.config.eval.max_depth)
-        pinned = float((depths <= self.config.model.min_depth * 1.05).float().mean())
+        pinned = float(bound_fractions(depths, self.config.model.min_depth, self.config.model.max_depth)[0])
         by_height = None
         if self.camera_height is not None:
             metres = mask_rules.metric_by_camera_height(depths.float(), self.K, self.camera_height)

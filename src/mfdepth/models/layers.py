@@ -195,6 +195,16 @@ def sigmoid_for_depth(depth: float, min_depth: float, max_depth: float) -> float
     return (1.0 / depth - min_disp) / (max_disp - min_disp)
 
 
+def bound_fractions(depth: torch.Tensor, min_depth: float, max_depth: float,
+                    margin: float = 1.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fractions (0-dim tensors) of ``depth`` (any shape, metres) within a factor ``margin`` of the lower
+    bound ``min_depth`` and of the upper bound ``max_depth`` of the range :func:`disp_to_depth` maps to.
+    A pixel there sits where the sigmoid saturates: it gets almost no gradient back."""
+    low = (depth <= min_depth * margin).float().mean()
+    high = (depth >= max_depth / margin).float().mean()
+    return low, high
+
+
 def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid output in (0, 1) -> (scaled disparity in [1/max, 1/min], depth in [min, max] metres)."""
     min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth

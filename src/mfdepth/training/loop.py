@@ -55,6 +55,10 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+class DepthCollapseError(RuntimeError):
+    """The trained depth sat at a bound of its range for ``train.collapse_guard_steps`` steps."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Devices and processes
 
@@ -254,9 +258,9 @@ class Checkpointer:
     """A stage's checkpoints (paths from :mod:`mfdepth.run_layout`), written by the main process only.
 
     The rolling ``<stage>-last.ckpt`` (with optimizer state, for resuming) is due every
-    ``train.checkpoint_every`` steps but written only once the next step's loss is finite: a step with a
-    finite loss can still leave diverged weights (a huge learning rate), and the NaN only shows next
-    step. It is also written on an interruption and at the end; the final ``<stage>.ckpt`` holds weights
+    ``train.checkpoint_every`` steps but written only once a later step's loss is finite and its depth not
+    pinned at a bound (:class:`CollapseWatch`): a step with a finite loss can still leave diverged weights
+    (a huge learning rate), and the NaN only shows next step. It is also written on an interruption and at the end; the final ``<stage>.ckpt`` holds weights
     and metadata only (small enough to share).
     """
 
@@ -319,12 +323,12 @@ class Checkpointer:
             save_checkpoint(path, self.snapshot(step, with_optimizer))
 
     def after_step(self, step: int, max_steps: int) -> None:
-        """Take the rolling checkpoint when it is due (it is written by :meth:`loss_is_finite`)."""
+        """Take the rolling checkpoint when it is due (it is written by :meth:`weights_are_sound`)."""
         if step % self.every == 0 and step < max_steps and self.runtime.is_main:
             self.unverified = self.snapshot(step)
 
-    def loss_is_finite(self) -> None:
-        """The next step's loss is finite: write the due checkpoint taken before it."""
+    def weights_are_sound(self) -> None:
+        """A later step's loss is finite and its depth not pinned: write the due checkpoint taken before it."""
         if self.unverified is not None:
             save_checkpoint(self.last_path, self.unverified)
             self.unverified = None
@@ -482,6 +486,37 @@ def _non_finite_loss(name: str, loss: torch.Tensor, step: int, epoch: int, batch
     )
 
 
+class CollapseWatch:
+    """Counts the consecutive steps whose ``pinned_fraction`` scalar (the stage's trained depth: the fraction of
+    pixels at a bound of its range) is at least ``train.collapse_guard_fraction``."""
+
+    def __init__(self, train_cfg):
+        self.fraction, self.steps = train_cfg.collapse_guard_fraction, train_cfg.collapse_guard_steps
+        self.streak = 0
+
+    def pinned(self, scalars: dict) -> bool:
+        """Record one step's scalars; True when its depth is pinned (never when the guard is off)."""
+        value = scalars.get("pinned_fraction")
+        pinned = self.steps > 0 and value is not None and float(value) >= self.fraction
+        self.streak = self.streak + 1 if pinned else 0
+        return pinned
+
+    @property
+    def collapsed(self) -> bool:
+        return self.steps > 0 and self.streak >= self.steps
+
+
+def _collapsed(name: str, step: int, watch: CollapseWatch, model_cfg, last_path: Path, rate_key: str) -> DepthCollapseError:
+    kept = last_path if last_path.is_file() else "none yet (the stage restarts from its start)"
+    return DepthCollapseError(
+        f"{name}: the depth collapsed: at least {watch.fraction:.0%} of its pixels sat at a bound of the depth range "
+        f"[model.min_depth, model.max_depth] = [{model_cfg.min_depth:g}, {model_cfg.max_depth:g}] m for the "
+        f"{watch.steps} steps up to step {step}, where the sigmoid saturates and no gradient comes back; last "
+        f"good checkpoint kept: {kept}; set train.grad_clip (e.g. 1.0) or lower train.{rate_key} and run again "
+        "to resume from it, or delete it to restart the stage"
+    )
+
+
 def _optimise(loss: torch.Tensor, optimizer, scaler, params, grad_clip: float) -> None:
     """Backward (scaled for float16), optional gradient clipping, one optimizer step."""
     optimizer.zero_grad(set_to_none=True)
@@ -508,9 +543,9 @@ def fit(
     """Train ``module`` (a StageModule) for ``max_steps`` steps, resuming if a checkpoint exists.
 
     Each step: the batch of this step (:func:`epoch_batches`), the learning rate of this step
-    (:class:`Schedule`), the stage's forward with this step's generator, the NaN guard, the due
-    checkpoint written once the loss is finite, one optimizer step, logging (:class:`TrainingLog`),
-    checkpoint timing (:class:`Checkpointer`), ``after_step``, and a stop on Ctrl-C or ``stop_after``.
+    (:class:`Schedule`), the stage's forward with this step's generator, the NaN guard, the collapse guard
+    (:class:`CollapseWatch`), the due checkpoint written once the loss is finite and the depth not pinned,
+    one optimizer step, logging (:class:`TrainingLog`), checkpoint timing (:class:`Checkpointer`), ``after_step``, and a stop on Ctrl-C or ``stop_after``.
 
     Args:
         module: the stage; ``module.name`` names its checkpoints and logs.
@@ -549,6 +584,7 @@ def fit(
         TrainingLog(run_dir, module.name, train_cfg, max_steps, step, progress, clock) if runtime.is_main else None
     )
     interrupted = _SigintFlag() if runtime.is_main else None
+    collapse = CollapseWatch(train_cfg)
     steps_this_call = 0
     module.train()
     clock.start = time.time()
@@ -562,7 +598,11 @@ def fit(
             if not torch.isfinite(loss):
                 raise _non_finite_loss(module.name, loss, step, epoch, batches_per_epoch, batch, checkpoints.last_path,
                                        stage_learning_rate_key(train_cfg, module.name))
-            checkpoints.loss_is_finite()
+            if not collapse.pinned(scalars):
+                checkpoints.weights_are_sound()
+            elif collapse.collapsed:
+                raise _collapsed(module.name, step, collapse, config.model, checkpoints.last_path,
+                                 stage_learning_rate_key(train_cfg, module.name))
             _optimise(loss, optimizer, scaler, params, train_cfg.grad_clip)
             module.after_optimizer_step()
             step += 1

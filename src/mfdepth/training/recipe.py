@@ -181,10 +181,10 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(dataset), desc="masks", dynamic_ncols=True)
+    standing_check = mcfg.standing_camera_fraction > 0
     for batch in loader:
         batch = loop.move_to_device(batch, device)
         _, target, _, sources, K, _ = nets.unpack(batch)
-        standing_check = mcfg.standing_camera_fraction > 0
         # The standing-camera check needs every source's pose for the auto-mask; M0 only the previous frame's.
         poses = predict_poses(nets.pose, target, sources if standing_check else {-1: sources[-1]})
         depth_single = nets.scaled(nets.single(target), K)["depth"][0]

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from mfdepth import geometry, losses, masks
 from mfdepth.config import Config
-from mfdepth.models import PoseNet
+from mfdepth.models import PoseNet, bound_fractions
 from mfdepth.models.factory import build_multi, build_pose, build_single
 
 _NETWORK_STREAMS = {"single": 1, "multi": 2, "pose": 3}
@@ -196,6 +196,15 @@ class StageModule(nn.Module):
             losses.pose_prior_loss(poses[o], prior[:, i], valid[:, i]) for i, o in enumerate(offsets) if o in poses
         ]
         return self.config.loss.pose_prior_weight * torch.stack(terms).mean()
+
+    def pinned_fraction(self, *outputs: dict) -> torch.Tensor:
+        """The largest fraction, over the networks' raw ``outputs`` (before :meth:`scaled`), of the finest
+        depth's pixels at either bound of [``model.min_depth``, ``model.max_depth``], where the sigmoid
+        saturates (the training loop's collapse guard reads it)."""
+        m = self.config.model
+        return torch.stack([
+            torch.stack(bound_fractions(out["depth"][0].detach(), m.min_depth, m.max_depth)).amax() for out in outputs
+        ]).amax()
 
     def scaled(self, out: dict, K: torch.Tensor) -> dict:
         """A network's output with its depths' free scale fixed (``model.scale_normalisation``)."""
@@ -409,10 +418,11 @@ class PretrainStage(StageModule):
         target, target_aug, sources, sources_aug, K, _ = self.unpack(batch)
         predicted_poses = predict_poses(self.pose, target_aug, sources_aug)
         poses = self.warping_poses(batch, predicted_poses)
-        single = self.scaled(self.single(target_aug), K)
+        single_raw = self.single(target_aug)
+        single = self.scaled(single_raw, K)
         teacher_depth = single["depth"][0].detach()
         single_terms = self.photometric_terms(target, sources, single["depth"], poses, K)
-        scalars = {"single_photometric": single_terms["photometric"]}
+        scalars = {"single_photometric": single_terms["photometric"], "pinned_fraction": self.pinned_fraction(single_raw)}
         loss = self.add_terms(single_terms["loss"], scalars, pose_prior=self.pose_prior_term(batch, predicted_poses),
                               stereo_prior=self.stereo_prior_term(batch, single["depth"][0], "single"),
                               pose_length=self.pose_length_term(batch, predicted_poses, single["depth"][0],
@@ -439,7 +449,9 @@ class PretrainStage(StageModule):
                 self.multi.start_from_single(self.single, target_aug)
             with torch.no_grad():
                 self.update_depth_range(self.multi, teacher_depth, first=joining)
-        multi = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed), K)
+        multi_raw = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed)
+        multi = self.scaled(multi_raw, K)
+        scalars["pinned_fraction"] = self.pinned_fraction(single_raw, multi_raw)
         multi_poses = poses if self.config.train.multi_trains_pose else {o: T.detach() for o, T in poses.items()}
         multi_terms = self.photometric_terms(target, sources, multi["depth"], multi_poses, K)
         inconsistent = masks.cost_volume_inconsistency(
@@ -492,9 +504,11 @@ class TeacherStage(StageModule):
     def forward(self, batch, generator):
         target, target_aug, sources, sources_aug, K, dynamic = self.unpack(batch)
         poses = predict_poses(self.pose, target_aug, sources_aug)
-        out = self.scaled(self.teacher(target_aug), K)
+        raw = self.teacher(target_aug)
+        out = self.scaled(raw, K)
         terms = self.photometric_terms(target, sources, out["depth"], poses, K, exclude=dynamic)
-        scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"]}
+        scalars = {"photometric": terms["photometric"], "smoothness": terms["smoothness"],
+                   "pinned_fraction": self.pinned_fraction(raw)}
         if dynamic is not None:
             scalars["dynamic_fraction"] = dynamic.float().mean()
         pose_prior = self.pose_prior_term(batch, poses) if self.config.train.pose_prior_in_teacher else None
@@ -581,8 +595,8 @@ class StudentStage(StageModule):
             with torch.no_grad():
                 self.update_depth_range(self.multi, teacher_depth, first=self.global_step == 0)
         gated = self.config.loss.cost_volume_target_sharp_fraction < 1.0 and self.cost_volume_target_weight() > 0
-        student = self.scaled(self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed,
-                                         with_sharpness=gated), K)
+        student_raw = self.multi(target_aug, cv_source, cv_pose, K, zero_cost_volume=zeroed, with_sharpness=gated)
+        student = self.scaled(student_raw, K)
 
         exclude = dynamic if cfg.dynamic_mask else None
         terms = self.photometric_terms(target, sources, student["depth"], poses, K, exclude=exclude)
@@ -613,6 +627,7 @@ class StudentStage(StageModule):
             "photometric": terms["photometric"],
             "distillation": distill,
             "distilled_fraction": region.float().mean(),
+            "pinned_fraction": self.pinned_fraction(student_raw),
             "d_min": self.multi.d_min,
             "d_max": self.multi.d_max,
         }
