@@ -345,7 +345,10 @@ class TrainConfig:
     static_camera_prob: float = 0.25
     zero_cost_volume_prob: float = 0.25
     freeze_teacher: bool = True
-    grad_clip: float = 0.0
+    grad_clip: float = 1.0
+    """Clip the norm of all the stage's gradients together to this (0 = off). 1.0 in the CPU recipe: without it
+    the demo's seed 1 collapsed into the depth range's lower bound in float32, and with it all three seeds
+    ended 0.162-0.180 there (docs/convergence.md, "Where the recipe stands")."""
     collapse_guard_steps: int = 50
     """Stop a stage, as a NaN loss does, once ``collapse_guard_fraction`` of its trained depth's pixels have sat
     at a bound of [``model.min_depth``, ``model.max_depth``] for this many consecutive steps: the sigmoid

@@ -512,8 +512,8 @@ def _collapsed(name: str, step: int, watch: CollapseWatch, model_cfg, last_path:
         f"{name}: the depth collapsed: at least {watch.fraction:.0%} of its pixels sat at a bound of the depth range "
         f"[model.min_depth, model.max_depth] = [{model_cfg.min_depth:g}, {model_cfg.max_depth:g}] m for the "
         f"{watch.steps} steps up to step {step}, where the sigmoid saturates and no gradient comes back; last "
-        f"good checkpoint kept: {kept}; set train.grad_clip (e.g. 1.0) or lower train.{rate_key} and run again "
-        "to resume from it, or delete it to restart the stage"
+        f"good checkpoint kept: {kept}; clip the gradients (train.grad_clip, 1.0 in the CPU recipe; lower it where "
+        f"already on) or lower train.{rate_key}, and run again to resume from it, or delete it to restart the stage"
     )
 
 
