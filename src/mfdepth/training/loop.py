@@ -494,10 +494,18 @@ class CollapseWatch:
         self.fraction, self.steps = train_cfg.collapse_guard_fraction, train_cfg.collapse_guard_steps
         self.streak = 0
 
-    def pinned(self, scalars: dict) -> bool:
-        """Record one step's scalars; True when its depth is pinned (never when the guard is off)."""
+    def pinned(self, scalars: dict, world_size: int = 1) -> bool:
+        """Record one step's scalars; True when its depth is pinned (never when the guard is off). With
+        several processes the smallest fraction over the ranks decides, so that all stop at the same step
+        (one rank stopping alone would leave the others waiting in their next gradient reduction)."""
         value = scalars.get("pinned_fraction")
-        pinned = self.steps > 0 and value is not None and float(value) >= self.fraction
+        if self.steps == 0 or value is None:
+            self.streak = 0
+            return False
+        value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
+        if world_size > 1:
+            dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        pinned = float(value) >= self.fraction
         self.streak = self.streak + 1 if pinned else 0
         return pinned
 
@@ -598,7 +606,7 @@ def fit(
             if not torch.isfinite(loss):
                 raise _non_finite_loss(module.name, loss, step, epoch, batches_per_epoch, batch, checkpoints.last_path,
                                        stage_learning_rate_key(train_cfg, module.name))
-            if not collapse.pinned(scalars):
+            if not collapse.pinned(scalars, runtime.world_size):
                 checkpoints.weights_are_sound()
             elif collapse.collapsed:
                 raise _collapsed(module.name, step, collapse, config.model, checkpoints.last_path,
