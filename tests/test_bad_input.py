@@ -369,6 +369,16 @@ def tiny(world, run_dir, *extra):
     return load_config(None, [*TINY, f"data.root={world}", f"run_dir={run_dir}", *extra])
 
 
+def test_a_collapsed_depth_is_one_line_naming_the_step_and_the_fix(capsys, tiny_world, tmp_path):
+    # The sigmoid starts where every pixel's depth is 1.001 x model.min_depth, so the guard trips at once.
+    message = one_line_error(capsys, ["train", "--quiet", "--stage", "pretrain", "--run-dir", str(tmp_path / "run"),
+                                      *TINY, f"data.root={tiny_world}", "train.pretrain_steps=4",
+                                      "train.collapse_guard_steps=2", "model.min_depth=0.01",
+                                      "model.initial_depth=0.01001"])
+    assert "collapsed" in message and "up to step 1," in message and "model.min_depth" in message
+    assert "train.grad_clip" in message and "train.pretrain_learning_rate" in message
+
+
 def _max_abs_weight(path: Path) -> float:
     from mfdepth.training.checkpoint import load_checkpoint
 
