@@ -17,10 +17,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, overrides, out):
+def _join(rank, world, port):
+    """Make this child process rank ``rank`` of ``world`` (the environment torchrun would set), one thread."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+
+
+def _tiny_ddp_overrides(tmp_path, *extra):
+    """Two-process pretrain on a freshly rendered tiny world in ``tmp_path``."""
+    from mfdepth.synth import ensure_world
+
+    world = tmp_path / "world"
+    ensure_world(world, preset="tiny", progress=False)
+    return [
+        f"data.root={world}", "data.synth_preset=tiny", "data.num_workers=0", "model.num_depth_bins=8",
+        "train.batch_size=1", "train.warmup_steps=1", "train.strategy=ddp", "train.accelerator=cpu",
+        f"run_dir={tmp_path / 'run'}", *extra,
+    ]
+
+
+def _worker(rank, world, port, overrides, out):
+    _join(rank, world, port)
     from mfdepth.training import loop
     from mfdepth.training.recipe import run_stage
 
@@ -41,15 +59,7 @@ def _worker(rank, world, port, overrides, out):
 
 
 def test_two_process_ddp_pretrain(tmp_path):
-    from mfdepth.synth import ensure_world
-
-    world = tmp_path / "world"
-    ensure_world(world, preset="tiny", progress=False)
-    overrides = [
-        f"data.root={world}", "data.synth_preset=tiny", "data.num_workers=0", "model.num_depth_bins=8",
-        "train.batch_size=1", "train.pretrain_steps=2", "train.warmup_steps=1", "train.ema_decay=0", "train.strategy=ddp", "train.accelerator=cpu",
-        f"run_dir={tmp_path / 'run'}",
-    ]
+    overrides = _tiny_ddp_overrides(tmp_path, "train.pretrain_steps=2", "train.ema_decay=0")
     mp.spawn(_worker, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "pretrain.ckpt")
     assert checkpoint["step"] == 2
@@ -64,9 +74,7 @@ def test_two_process_ddp_pretrain(tmp_path):
 def _pinned_worker(rank, world, port, overrides, out, pinned_ranks):
     """Train the pretrain stage with this rank's depth reported pinned (``pinned_fraction`` 1) when it is in
     ``pinned_ranks``; write ``collapsed<rank>`` if the collapse guard stopped it, ``done<rank>`` if not."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    _join(rank, world, port)
     from mfdepth.training.loop import DepthCollapseError
     from mfdepth.training.recipe import run_stage
     from mfdepth.training.stages import PretrainStage
@@ -93,15 +101,7 @@ def _pinned_worker(rank, world, port, overrides, out, pinned_ranks):
 
 @pytest.mark.parametrize("pinned_ranks, outcome", [((0,), "done"), ((0, 1), "collapsed")])
 def test_the_collapse_guard_stops_every_rank_or_none(tmp_path, pinned_ranks, outcome):
-    from mfdepth.synth import ensure_world
-
-    world = tmp_path / "world"
-    ensure_world(world, preset="tiny", progress=False)
-    overrides = [
-        f"data.root={world}", "data.synth_preset=tiny", "data.num_workers=0", "model.num_depth_bins=8",
-        "train.batch_size=1", "train.pretrain_steps=3", "train.warmup_steps=1", "train.collapse_guard_steps=2",
-        "train.strategy=ddp", "train.accelerator=cpu", f"run_dir={tmp_path / 'run'}",
-    ]
+    overrides = _tiny_ddp_overrides(tmp_path, "train.pretrain_steps=3", "train.collapse_guard_steps=2")
     context = mp.spawn(_pinned_worker, args=(2, _free_port(), overrides, str(tmp_path), pinned_ranks), nprocs=2,
                        join=False)
     finished = False

@@ -260,8 +260,8 @@ class Checkpointer:
     The rolling ``<stage>-last.ckpt`` (with optimizer state, for resuming) is due every
     ``train.checkpoint_every`` steps but written only once a later step's loss is finite and its depth not
     pinned at a bound (:class:`CollapseWatch`): a step with a finite loss can still leave diverged weights
-    (a huge learning rate), and the NaN only shows next step. It is also written on an interruption and at the end; the final ``<stage>.ckpt`` holds weights
-    and metadata only (small enough to share).
+    (a huge learning rate), and the NaN only shows next step. It is also written on an interruption and at
+    the end; the final ``<stage>.ckpt`` holds weights and metadata only (small enough to share).
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, config, run_dir: Path,
@@ -553,7 +553,8 @@ def fit(
     Each step: the batch of this step (:func:`epoch_batches`), the learning rate of this step
     (:class:`Schedule`), the stage's forward with this step's generator, the NaN guard, the collapse guard
     (:class:`CollapseWatch`), the due checkpoint written once the loss is finite and the depth not pinned,
-    one optimizer step, logging (:class:`TrainingLog`), checkpoint timing (:class:`Checkpointer`), ``after_step``, and a stop on Ctrl-C or ``stop_after``.
+    one optimizer step, logging (:class:`TrainingLog`), checkpoint timing (:class:`Checkpointer`),
+    ``after_step``, and a stop on Ctrl-C or ``stop_after``.
 
     Args:
         module: the stage; ``module.name`` names its checkpoints and logs.
