@@ -10,6 +10,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from mfdepth.models.convolution import use_matmul_weight_gradients
+
 # ImageNet statistics used by torchvision's ResNets, applied inside the encoder so callers pass [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,6 +104,7 @@ class ResnetEncoder(nn.Module):
             net.conv1 = nn.Conv2d(3 * num_input_images, planes, kernel_size=7, stride=2, padding=3, bias=False)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        use_matmul_weight_gradients(self)
         last_norm = "bn2" if num_layers == 18 else "bn3"  # a stage's output channels
         self.num_ch_enc = [planes] + [getattr(layer[-1], last_norm).num_features
                                       for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]

@@ -1,0 +1,149 @@
+"""The encoders' matrix-multiply weight gradient (``mfdepth.models.convolution``) against oneDNN's, on CPU
+in float32: per convolution shape, per network (forward + backward) and per training step, in the same run.
+
+1. The weight gradient alone of a C x C x 3 x 3 convolution at a range of output positions (batch x
+   height x width): oneDNN's ``convolution_backward`` against ``grad_out @ unfold(input)^T``. This
+   table is where ``MIN_WEIGHT_ELEMENTS`` and ``MAX_OUTPUT_POSITIONS`` come from.
+2. S0, M0 and the pose net, forward + backward on one training batch, and the pretrain stage's warm-up
+   and joint steps, with the encoders' wide layers as :class:`GemmWeightGradConv2d` (the default) and
+   switched back to ``nn.Conv2d``; medians of alternating blocks.
+
+    python benchmarks/weight_gradient.py --threads 2 data.root=/tmp/world
+
+Writes ``benchmarks/results/weight_gradient.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mfdepth.models.convolution import GemmWeightGradConv2d
+from mfdepth.training.loop import setup_runtime
+from pretrain_bench import alternating_medians, build_pretrain, optimisation_step, write_results
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CHANNELS = (128, 256, 512)
+SHAPES = ((4, 1, 3), (4, 2, 6), (8, 2, 6), (4, 4, 12), (8, 4, 12), (4, 8, 24))  # batch, height, width
+
+
+def weight_gradient_variants(channels: int, batch: int, height: int, width: int) -> dict:
+    """oneDNN's weight gradient and the matrix multiply's, for a C x C x 3 x 3 convolution, stride 1."""
+    x = torch.randn(batch, channels, height, width)
+    weight = torch.randn(channels, channels, 3, 3)
+    grad_out = torch.randn(batch, channels, height, width)
+
+    def onednn():
+        torch.ops.aten.convolution_backward(grad_out, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                            [False, True, False])
+
+    def matmul():
+        columns = F.unfold(x, 3, padding=1)
+        torch.mm(grad_out.reshape(batch, channels, -1).transpose(0, 1).reshape(channels, -1),
+                 columns.transpose(1, 2).reshape(-1, columns.shape[1]))
+
+    return {"oneDNN": onednn, "matmul": matmul}
+
+
+def weight_gradient_table(blocks: int) -> list[dict]:
+    rows = []
+    for channels in CHANNELS:
+        for batch, height, width in SHAPES:
+            s = alternating_medians(weight_gradient_variants(channels, batch, height, width), blocks, 5)
+            rows.append({"channels": channels, "positions": batch * height * width,
+                         "onednn_ms": 1e3 * s["oneDNN"], "matmul_ms": 1e3 * s["matmul"]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    table = weight_gradient_table(args.blocks)
+
+    config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_wgrad_")
+    batches = iter(DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=0,
+                              generator=torch.Generator().manual_seed(0)))
+    batch = next(batches)
+    target, source, after = (batch["frames_aug"][:, i] for i in range(3))
+    K = batch["K"][:, 0]
+    pose = torch.eye(4).expand(target.shape[0], 4, 4).clone()
+    pose[:, 2, 3] = 0.01
+    module.multi.update_depth_range(torch.ones_like(target[:, :1]), 0.0)
+    no_zeroing = torch.zeros(target.shape[0], dtype=torch.bool)
+    wide_layers = [m for m in module.modules() if isinstance(m, GemmWeightGradConv2d)]
+
+    @contextlib.contextmanager
+    def onednn_only():
+        for layer in wide_layers:
+            layer.__class__ = nn.Conv2d
+        try:
+            yield
+        finally:
+            for layer in wide_layers:
+                layer.__class__ = GemmWeightGradConv2d
+
+    variants = {"matmul (default)": contextlib.nullcontext, "oneDNN": onednn_only}
+
+    def backward_of(depths):
+        sum(d.mean() for d in depths).backward()
+
+    runtime = setup_runtime("cpu", "auto", "32")
+    steps = {
+        "single-frame (S0), forward + backward": lambda: backward_of(module.single(target)["depth"]),
+        "multi-frame (M0), forward + backward": lambda: backward_of(
+            module.multi(target, source, pose, K, zero_cost_volume=no_zeroing)["depth"]),
+        "pose, forward + backward": lambda: sum(
+            T.sum() for T in module.pose.forward_pairs(target, [source, after], [True, False])).backward(),
+        "warm-up training step (S0 + pose)": lambda: optimisation_step(module, optimizer, batch, 10, runtime),
+        "joint training step (S0 + M0 + pose)": lambda: optimisation_step(
+            module, optimizer, batch, config.train.warmup_steps + 10, runtime),
+    }
+    seconds = {name: alternating_medians(dict.fromkeys(variants, fn), args.blocks, 2, variants)
+               for name, fn in steps.items()}
+
+    payload = {
+        "weight_gradient_ms": table, "seconds": seconds, "wide_layers": len(wide_layers),
+        "input": [config.data.height, config.data.width], "batch": config.train.batch_size,
+        "threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
+        "processor": platform.processor(),
+        "command": "python benchmarks/weight_gradient.py " + " ".join(
+            [f"--threads {args.threads} --blocks {args.blocks}", *args.overrides]),
+    }
+    first = next(iter(variants))
+    lines = [
+        "# The encoders' weight gradient: matrix multiply against oneDNN (float32, CPU)",
+        "",
+        f"{args.threads} threads, torch {torch.__version__}, {platform.platform()}; medians of alternating blocks.",
+        "",
+        "Weight gradient alone, C x C x 3 x 3 convolution, stride 1:",
+        "",
+        "| C | output positions (batch x H x W) | oneDNN (ms) | matmul (ms) | matmul's speed-up |",
+        "|---|---|---|---|---|",
+        *[f"| {r['channels']} | {r['positions']} | {r['onednn_ms']:.2f} | {r['matmul_ms']:.2f} | "
+          f"{r['onednn_ms'] / r['matmul_ms']:.2f}x |" for r in table],
+        "",
+        f"Networks and steps at {config.data.height}x{config.data.width}, batch {config.train.batch_size} "
+        f"({len(wide_layers)} wide layers in S0, M0 and the pose net switched):",
+        "",
+        "| | " + " | ".join(f"{v} (s)" for v in variants) + f" | {first}'s speed-up |",
+        "|---|" + "---|" * (len(variants) + 1),
+        *[f"| {name} | " + " | ".join(f"{s[v]:.3f}" for v in variants) + f" | {s['oneDNN'] / s[first]:.2f}x |"
+          for name, s in seconds.items()],
+    ]
+    write_results(args.out, "weight_gradient", payload, lines)
+
+
+if __name__ == "__main__":
+    main()
