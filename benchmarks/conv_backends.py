@@ -12,46 +12,31 @@ Writes ``benchmarks/results/conv_backends.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import platform
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from mfdepth.training.loop import setup_runtime
-from pretrain_bench import alternating_medians, build_pretrain, optimisation_step, write_results
+from pretrain_bench import (
+    alternating_medians,
+    build_pretrain,
+    first_batch,
+    network_passes,
+    optimisation_step,
+    step_benchmark_parser,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--blocks", type=int, default=3)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = parser.parse_args()
+    args = step_benchmark_parser(__doc__, RESULTS, blocks=3).parse_args()
     torch.set_num_threads(args.threads)
     config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_conv_")
-    batch = next(iter(DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=0,
-                                 generator=torch.Generator().manual_seed(0))))
-    target, source, after = (batch["frames_aug"][:, i] for i in range(3))
-    K = batch["K"][:, 0]
-    K = K[:, 0] if K.dim() == 4 else K
-    pose = torch.eye(4).expand(target.shape[0], 4, 4).clone()
-    pose[:, 2, 3] = 0.01
-    module.multi.update_depth_range(torch.ones_like(target[:, :1]), 0.0)
-    no_zeroing = torch.zeros(target.shape[0], dtype=torch.bool)
-
-    def backward_of(depths):
-        sum(d.mean() for d in depths).backward()
-
-    networks = {
-        "single-frame (S0)": lambda: backward_of(module.single(target)["depth"]),
-        "multi-frame (M0)": lambda: backward_of(module.multi(target, source, pose, K, zero_cost_volume=no_zeroing)["depth"]),
-        "pose": lambda: sum(T.sum() for T in module.pose.forward_pairs(target, [source, after], [True, False])).backward(),
-    }
+    batch = first_batch(config, dataset)
+    networks = network_passes(module, batch)
     backends = {"oneDNN (default)": True, "native": False}
     switches = {name: (lambda on=on: torch.backends.mkldnn.flags(enabled=on)) for name, on in backends.items()}
     per_network = {

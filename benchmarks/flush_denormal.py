@@ -14,17 +14,22 @@ Writes ``benchmarks/results/flush_denormal.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import platform
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from mfdepth.training.checkpoint import load_checkpoint
 from mfdepth.training.loop import setup_runtime
-from pretrain_bench import alternating_medians, build_pretrain, optimisation_step, write_results
+from pretrain_bench import (
+    alternating_medians,
+    build_pretrain,
+    first_batch,
+    optimisation_step,
+    step_benchmark_parser,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
@@ -52,12 +57,8 @@ def denormal_counts(module, optimizer) -> dict[str, list[int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--blocks", type=int, default=3)
+    parser = step_benchmark_parser(__doc__, RESULTS, blocks=3)
     parser.add_argument("--checkpoint", help="a pretrain-last.ckpt (weights and optimizer state) to start from")
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_denormal_")
@@ -65,8 +66,7 @@ def main() -> None:
         state = load_checkpoint(args.checkpoint)
         module.load_checkpoint_models(state["models"])
         optimizer.load_state_dict(state["optimizer"])
-    batch = next(iter(DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=0,
-                                 generator=torch.Generator().manual_seed(0))))
+    batch = first_batch(config, dataset)
     runtime = setup_runtime("cpu", "auto", "32")
     joined = config.train.warmup_steps + 10
     optimisation_step(module, optimizer, batch, joined, runtime)

@@ -14,33 +14,33 @@ Writes ``benchmarks/results/loss_resolution_step.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import platform
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from mfdepth.training.loop import setup_runtime
-from pretrain_bench import alternating_medians, build_pretrain, optimisation_step, write_results
+from pretrain_bench import (
+    alternating_medians,
+    build_pretrain,
+    first_batch,
+    optimisation_step,
+    step_benchmark_parser,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {"full resolution (Monodepth2)": True, "each scale at its own size": False}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--blocks", type=int, default=5)
+    parser = step_benchmark_parser(__doc__, RESULTS, blocks=5)
     parser.add_argument("--per-block", type=int, default=3)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_loss_resolution_")
     runtime = setup_runtime("cpu", "auto", config.train.precision)
-    batch = next(iter(DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=0,
-                                 generator=torch.Generator().manual_seed(0))))
+    batch = first_batch(config, dataset)
 
     def step_with(full_resolution: bool, step: int):
         def run():

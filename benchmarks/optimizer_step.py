@@ -14,15 +14,20 @@ Writes ``benchmarks/results/optimizer_step.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import platform
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from mfdepth.training.loop import setup_runtime
-from pretrain_bench import alternating_medians, build_pretrain, optimisation_step, write_results
+from pretrain_bench import (
+    alternating_medians,
+    build_pretrain,
+    first_batch,
+    optimisation_step,
+    step_benchmark_parser,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADAMS = {"for-loop (PyTorch's CPU default)": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
@@ -42,12 +47,7 @@ def _loop_ema(module, decay: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = parser.parse_args()
+    args = step_benchmark_parser(__doc__, RESULTS, blocks=4).parse_args()
     torch.set_num_threads(args.threads)
     config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_optimizer_")
     groups = optimizer.param_groups
@@ -64,8 +64,7 @@ def main() -> None:
                         "foreach lerp (after_optimizer_step)": module.after_optimizer_step}, args.blocks, 5)
 
     runtime = setup_runtime("cpu", "auto", "32")
-    batch = next(iter(DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=0,
-                                 generator=torch.Generator().manual_seed(0))))
+    batch = first_batch(config, dataset)
 
     def whole_step(adam):
         def run():

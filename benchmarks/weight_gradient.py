@@ -16,7 +16,6 @@ Writes ``benchmarks/results/weight_gradient.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import platform
 from pathlib import Path
@@ -24,11 +23,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mfdepth.models.convolution import GemmWeightGradConv2d
 from mfdepth.training.loop import setup_runtime
-from pretrain_bench import alternating_medians, build_pretrain, optimisation_step, write_results
+from pretrain_bench import (
+    alternating_medians,
+    build_pretrain,
+    first_batch,
+    network_passes,
+    optimisation_step,
+    step_benchmark_parser,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHANNELS = (128, 256, 512)
@@ -74,25 +80,13 @@ def weight_gradient_table(blocks: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--blocks", type=int, default=3)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = parser.parse_args()
+    args = step_benchmark_parser(__doc__, RESULTS, blocks=3).parse_args()
     torch.set_num_threads(args.threads)
     table = weight_gradient_table(args.blocks)
 
     config, dataset, module, optimizer = build_pretrain(args.overrides, "mfdepth_wgrad_")
-    batches = iter(DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=0,
-                              generator=torch.Generator().manual_seed(0)))
-    batch = next(batches)
-    target, source, after = (batch["frames_aug"][:, i] for i in range(3))
-    K = batch["K"][:, 0]
-    pose = torch.eye(4).expand(target.shape[0], 4, 4).clone()
-    pose[:, 2, 3] = 0.01
-    module.multi.update_depth_range(torch.ones_like(target[:, :1]), 0.0)
-    no_zeroing = torch.zeros(target.shape[0], dtype=torch.bool)
+    batch = first_batch(config, dataset)
+    passes = network_passes(module, batch)
     wide_layers = [m for m in module.modules() if isinstance(m, GemmWeightGradConv2d)]
 
     @contextlib.contextmanager
@@ -107,16 +101,9 @@ def main() -> None:
 
     variants = {"matmul (default)": contextlib.nullcontext, "oneDNN": onednn_only}
 
-    def backward_of(depths):
-        sum(d.mean() for d in depths).backward()
-
     runtime = setup_runtime("cpu", "auto", "32")
     steps = {
-        "single-frame (S0), forward + backward": lambda: backward_of(module.single(target)["depth"]),
-        "multi-frame (M0), forward + backward": lambda: backward_of(
-            module.multi(target, source, pose, K, zero_cost_volume=no_zeroing)["depth"]),
-        "pose, forward + backward": lambda: sum(
-            T.sum() for T in module.pose.forward_pairs(target, [source, after], [True, False])).backward(),
+        **{f"{name}, forward + backward": fn for name, fn in passes.items()},
         "warm-up training step (S0 + pose)": lambda: optimisation_step(module, optimizer, batch, 10, runtime),
         "joint training step (S0 + M0 + pose)": lambda: optimisation_step(
             module, optimizer, batch, config.train.warmup_steps + 10, runtime),
