@@ -40,6 +40,8 @@ def test_round_trip_through_yaml(tmp_path):
         ("model.encoder_width=0", "model.encoder_width"),
         ("model.encoder_width=-0.5", "model.encoder_width"),
         ("model.encoder_width=0.5 model.pretrained_weights=r18.pth", "model.encoder_width=0.5"),
+        ("masks.depth_source=lowest_cost", "masks.depth_source"),
+        ("masks.depth_source=two_way_match data.frame_offsets=[0,-1]", "data.frame_offsets"),
     ],
 )
 def test_bad_overrides_name_the_key(override, needle):

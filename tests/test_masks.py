@@ -364,3 +364,62 @@ def test_distillation_region_can_keep_dynamic_pixels_whatever_the_reliability_ma
     assert not M.distillation_region(inconsistent, dynamic, None, unreliable).any()  # METHOD.md
     region = M.distillation_region(inconsistent, dynamic, None, unreliable, reliability_on_dynamic=False)
     assert torch.equal(region, dynamic)  # the inconsistent pixel still needs R; the dynamic ones do not
+
+
+# ---------------------------------------------------------------------------------------------
+# D_o from the cost volume's two-way match
+
+
+def _sideways_frames(shift_px: int):
+    """A smooth texture and its neighbours seen by a camera moved sideways: a point at 4 m moves
+    ``shift_px`` pixels, to the right in the previous frame and to the left in the next."""
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(1, 3, H // 4, W // 4, generator=generator)
+    target = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
+    sources = {-1: target.roll(shift_px, dims=-1), 1: target.roll(-shift_px, dims=-1)}
+    poses = {}
+    for offset, sign in ((-1, 1.0), (1, -1.0)):
+        T = torch.eye(4)[None].clone()
+        T[0, 0, 3] = sign * shift_px * 4.0 / F_PX  # u_source = u + fx * tx / Z
+        poses[offset] = T
+    return target, sources, poses
+
+
+def test_two_way_match_takes_the_nearer_match_where_it_warps_better_than_the_single_frame_depth():
+    target, sources, poses = _sideways_frames(shift_px=3)
+    right, wrong = torch.full((1, 1, H, W), 4.0), torch.full((1, 1, H, W), 1.5)
+    output = torch.full((1, 1, H, W), 7.0)
+    # One match is right, the other far off (a false far match against one neighbour): the nearer is right,
+    # it warps better than a wrong single-frame depth, so D_o is the match.
+    far_match = torch.full((1, 1, H // 4, W // 4), 30.0)
+    right_match = torch.full((1, 1, H // 4, W // 4), 4.0)
+    matched = M.two_way_match_depth(output, wrong, right_match, far_match, target, sources, poses, _K())
+    interior = (slice(None), slice(None), slice(None), slice(8, W - 8))  # the rolled columns wrap around
+    assert matched.shape == output.shape
+    assert torch.equal(matched[interior], right[interior])
+    # The single-frame depth is right and both matches are wrong: D_o keeps the multi-frame output.
+    matched = M.two_way_match_depth(output, right, far_match, far_match, target, sources, poses, _K())
+    assert torch.equal(matched[interior], output[interior])
+
+
+def test_two_way_match_keeps_the_output_where_the_match_is_nearer_than_it_should_be_on_one_side_only():
+    # A match that is right against one neighbour and too near against the other: the nearer (wrong) depth
+    # warps worse than the right single-frame depth, so it cannot flag anything.
+    target, sources, poses = _sideways_frames(shift_px=3)
+    right = torch.full((1, 1, H, W), 4.0)
+    output = torch.full((1, 1, H, W), 5.0)
+    near_match = torch.full((1, 1, H, W), 1.0)
+    matched = M.two_way_match_depth(output, right, right, near_match, target, sources, poses, _K())
+    assert torch.equal(matched[..., 8:W - 8], output[..., 8:W - 8])
+
+
+def test_rule_settings_are_the_rules_keywords():
+    import inspect
+
+    from mfdepth.config import MaskConfig
+
+    settings = M.rule_settings(MaskConfig(depth_source="two_way_match"))
+    keywords = set(inspect.signature(M.compute_dynamic_mask).parameters)
+    assert "depth_source" not in settings
+    assert set(settings) <= keywords
+    assert keywords - set(settings) == {"depth_multi", "depth_single", "K", "automask_kept", "valid", "generator"}

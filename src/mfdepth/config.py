@@ -222,6 +222,10 @@ class LossConfig:
     off); 0 = off."""
 
 
+MASK_DEPTH_SOURCES = ("multi", "two_way_match")
+"""The values of ``masks.depth_source``."""
+
+
 @dataclass
 class MaskConfig:
     upper_ratio: float = 2.0
@@ -234,6 +238,14 @@ class MaskConfig:
     """Relative tolerance on the height above the fitted ground plane (fraction of camera height)."""
     min_blob_area: int = 0
     dilation: int = 0
+    depth_source: str = "multi"
+    """D_o, the depth the rule compares with S0's: ``multi`` (METHOD.md: M0's output) or ``two_way_match``
+    (the nearer of M0's lowest-cost depths matched against the previous and against the next frame, where
+    it warps the source frames better than S0's depth does; M0's output elsewhere;
+    :func:`mfdepth.masks.match_where_it_warps_better`). A car driving with the camera matches far against
+    either neighbour, a static pixel's false far match seldom against both; and the match shows the cars'
+    motion where an M0 trained for few joint steps has not yet learned to follow it (docs/convergence.md,
+    failure 19). Needs the frames -1 and +1."""
     standing_camera_fraction: float = 0.0
     """A training frame in which at least this share of the pixels match better unwarped than warped with
     S0's depth (Monodepth2's auto-mask) is taken as a standing camera (:func:`mfdepth.masks.standing_camera`):
@@ -589,6 +601,12 @@ def validate(config: Config) -> None:
         raise ConfigError("model.min_depth/max_depth: need 0 < min_depth < max_depth")
     if config.masks.lower_ratio >= 1.0 or config.masks.upper_ratio <= 1.0:
         raise ConfigError("masks.lower_ratio must be < 1 and masks.upper_ratio > 1")
+    if config.masks.depth_source not in MASK_DEPTH_SOURCES:
+        raise ConfigError(f"masks.depth_source: '{config.masks.depth_source}' is not one of "
+                          f"{', '.join(MASK_DEPTH_SOURCES)}")
+    if config.masks.depth_source == "two_way_match" and not {-1, 1} <= set(config.data.frame_offsets):
+        raise ConfigError("masks.depth_source=two_way_match matches against the frames -1 and +1: "
+                          f"data.frame_offsets (now {list(config.data.frame_offsets)}) must contain both, e.g. [0, -1, 1]")
     if config.train.lr_schedule not in ("step", "cosine"):
         raise ConfigError(f"train.lr_schedule: '{config.train.lr_schedule}' is not one of step, cosine")
     if config.model.scale_normalisation not in ("none", "ground_plane", "lower_region"):

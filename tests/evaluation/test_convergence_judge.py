@@ -90,3 +90,52 @@ def test_a_camera_height_in_the_config_overrides_the_worlds(judge):
 
     assert known_camera_height(apply_overrides(judge.config, ["masks.camera_height=2.0"])) == 2.0
     assert known_camera_height(apply_overrides(judge.config, ["data.dataset=folder"])) is None
+
+
+@pytest.mark.parametrize("source", ["multi", "two_way_match"])
+def test_the_judges_mask_compares_the_configured_depth_with_the_single_frame_one(judge, source, monkeypatch):
+    """``masks.depth_source``: the judge's mask rule reads D_o from M0's output or from the two-way match,
+    which gets M0's match against the previous frame and, from a second pass, against the next. Here the
+    output agrees with S0 everywhere and the two-way match (a stand-in) is 5x farther on the truly moving
+    pixels: the mask finds them exactly with the match and nothing with the output."""
+    from mfdepth import masks as mask_rules
+    from mfdepth.config import apply_overrides
+
+    config = apply_overrides(judge.config, [f"masks.depth_source={source}", "masks.ground_check=false",
+                                            "masks.lower_ratio=0"])
+    scored = ConvergenceJudge.__new__(ConvergenceJudge)
+    scored.__dict__.update(judge.__dict__, config=config)
+    truth = _true_depth(judge)
+    moving = torch.stack([torch.from_numpy(m) for m in judge.motion])[:, None].float()
+    moving = torch.nn.functional.interpolate(moving, size=truth.shape[-2:], mode="nearest") > 0.5
+    chunks = range(0, len(truth), 8)
+    previous_match, next_match = 2.0, 3.0
+    multi_outputs = []
+    for i in chunks:
+        part = truth[i:i + 8]
+        multi_outputs.append({"depth": [part], "cost_volume_depth": previous_match * part})
+        if source == "two_way_match":
+            multi_outputs.append({"depth": [part], "cost_volume_depth": next_match * part})
+    seen = []
+
+    def stand_in(depth_multi, depth_single, match_previous, match_next, target, sources, poses, K, ssim_weight):
+        seen.append((match_previous / depth_single, match_next / depth_single, sorted(sources), sorted(poses)))
+        start = 8 * (len(seen) - 1)
+        return torch.where(moving[start:start + len(depth_multi)], 5.0 * depth_single, depth_single)
+
+    monkeypatch.setattr(mask_rules, "two_way_match_depth", stand_in)
+    poses = torch.from_numpy(judge.true_poses).float()
+    nets = {"pose": _Replay([poses, poses]),
+            "single": _Replay([{"depth": [truth[i:i + 8]]} for i in chunks]),
+            "multi": _Replay(multi_outputs)}
+    row = scored.score(nets)
+    if source == "multi":
+        assert not seen and row["masked_fraction"] == 0.0
+        return
+    assert len(seen) == len(chunks)
+    for to_previous, to_next, offsets, pose_offsets in seen:
+        assert torch.allclose(to_previous, torch.tensor(previous_match))
+        assert torch.allclose(to_next, torch.tensor(next_match))
+        assert offsets == pose_offsets == [-1, 1]
+    assert row["mask_iou"] == pytest.approx(1.0)
+    assert row["masked_fraction"] == pytest.approx(float(moving.float().mean()))

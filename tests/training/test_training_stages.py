@@ -136,6 +136,38 @@ def test_frames_whose_camera_stands_get_an_empty_mask(tiny_world, tmp_path, monk
     assert on["masked_fraction"] == pytest.approx(1.0 - standing / frames)
 
 
+def test_the_masks_stage_compares_the_two_way_match_with_s0(tiny_world, tmp_path, monkeypatch):
+    """``masks.depth_source=two_way_match``: the masks stage runs the two-way match and gives the rule its
+    D_o. The real function first (the summary names the source), then a stand-in returning 3x S0's depth on
+    the left half and S0's elsewhere: exactly that half is flagged (upper side only, no median alignment),
+    and the stand-in saw M0's matches against both neighbours."""
+    from mfdepth import masks as mask_rules
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import run_masks
+
+    config = tiny_config(tiny_world, tmp_path / "tw", "masks.ground_check=false", "masks.lower_ratio=0",
+                         "masks.align_median=false", "masks.depth_source=two_way_match")
+    run_stage("pretrain", config, config.run_dir, progress=False)
+    summary = run_masks(config, config.run_dir, progress=False)
+    assert summary["depth_source"] == "two_way_match" and 0.0 <= summary["masked_fraction"] <= 1.0
+    seen = []
+
+    def left_half_far(depth_multi, depth_single, match_previous, match_next, target, sources, poses, K, ssim_weight):
+        seen.append((tuple(match_previous.shape[1:]), tuple(match_next.shape[1:]), sorted(sources), sorted(poses)))
+        far = torch.zeros_like(depth_single, dtype=torch.bool)
+        far[..., : far.shape[-1] // 2] = True
+        return torch.where(far, 3.0 * depth_single, depth_single)
+
+    monkeypatch.setattr(mask_rules, "two_way_match_depth", left_half_far)
+    assert run_masks(config, config.run_dir, progress=False)["masked_fraction"] == 0.5
+    height, width = config.data.height, config.data.width
+    assert seen and all(previous == following == (1, height // 4, width // 4) for previous, following, _, _ in seen)
+    assert all(offsets == pose_offsets == [-1, 1] for _, _, offsets, pose_offsets in seen)
+    seen.clear()
+    run_masks(apply_overrides(config, ["masks.depth_source=multi"]), config.run_dir, progress=False)
+    assert not seen
+
+
 def test_stage_without_its_input_names_the_command(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "empty")
     with pytest.raises(MissingStageError, match="--stage pretrain"):

@@ -17,7 +17,7 @@ from mfdepth.data.base import collate_samples
 from mfdepth.evaluation.metrics import MaskQualityAccumulator, relative_pose_errors
 from mfdepth.evaluation.poses import true_relative_poses
 from mfdepth.evaluation.protocols import evaluate_depth_maps
-from mfdepth.losses import min_reprojection_error, normalise_depths, photometric_error
+from mfdepth.losses import automask_of, min_reprojection_error, normalise_depths, photometric_error
 from mfdepth.models import bound_fractions
 
 
@@ -144,8 +144,8 @@ class ConvergenceJudge:
         out["pose_rotation_deg"] = errors["rotation_deg"]
         out["pose_scale"] = errors["scale"]
         single_net = nets.get("single") or nets.get("teacher")
-        single = torch.cat([single_net(self.target[i:i + 8])["depth"][0] for i in range(0, len(self.target), 8)])
-        single = self._scaled(single)
+        raw_single = torch.cat([single_net(self.target[i:i + 8])["depth"][0] for i in range(0, len(self.target), 8)])
+        single = self._scaled(raw_single)
         out["single"] = self._depth_scores(single)
         poses = {o: T if o == -1 else nets["pose"](self.target, source, source_is_before=o < 0)
                  for o, source in self.sources.items()}
@@ -155,19 +155,32 @@ class ConvergenceJudge:
         out["scale_consistency"] = out["single"]["median_ratio"] / errors["scale"]
         multi_net = nets.get("multi")
         if multi_net is not None and with_multi:
-            multi = torch.cat([
-                multi_net(self.target[i:i + 8], self.previous[i:i + 8], T[i:i + 8], self.K[i:i + 8])["depth"][0]
-                for i in range(0, len(self.target), 8)
-            ])
-            multi = self._scaled(multi)
+            raw_multi, source = [], []
+            for i in range(0, len(self.target), 8):
+                part = slice(i, i + 8)
+                target, K = self.target[part], self.K[part]
+                sources = {o: frames[part] for o, frames in self.sources.items()}
+                part_poses = {o: motion[part] for o, motion in poses.items()}
+                multi_out = multi_net(target, sources[-1], part_poses[-1], K)
+                raw_multi.append(multi_out["depth"][0])
+                if self.config.masks.depth_source == "two_way_match":
+                    match_next = multi_net(target, sources[1], part_poses[1], K)["cost_volume_depth"]
+                    source.append(mask_rules.two_way_match_depth(
+                        multi_out["depth"][0], raw_single[part], multi_out["cost_volume_depth"], match_next, target,
+                        sources, part_poses, K, self.config.loss.ssim_weight))
+                else:
+                    source.append(multi_out["depth"][0])
+            raw_multi = torch.cat(raw_multi)
+            multi = self._scaled(raw_multi)
             out["multi"] = self._depth_scores(multi)
             out["multi"]["photometric"] = self._photometric(multi, poses)
-            mcfg = self.config.masks
-            dynamic = mask_rules.compute_dynamic_mask(
-                multi, single, self.K, upper_ratio=mcfg.upper_ratio, lower_ratio=mcfg.lower_ratio,
-                align_median=mcfg.align_median, ground_check=mcfg.ground_check, camera_height=mcfg.camera_height,
-                ground_tolerance=mcfg.ground_tolerance, min_blob_area=mcfg.min_blob_area, dilation=mcfg.dilation,
-            )
+            # D_o takes M0's scale normalisation (a factor per image), as in the masks stage.
+            source = torch.cat(source) * multi / raw_multi
+            kept = None
+            if self.config.masks.standing_camera_fraction > 0:
+                kept = automask_of(self.target, self.sources, single, poses, self.K, self.config.loss.ssim_weight)
+            dynamic = mask_rules.compute_dynamic_mask(source, single, self.K, automask_kept=kept,
+                                                      **mask_rules.rule_settings(self.config.masks))
             quality = MaskQualityAccumulator()
             for predicted, true in zip(dynamic.numpy(), self.motion):
                 quality.update(predicted[0], true > 0.5)

@@ -22,7 +22,14 @@ from mfdepth.masks.distillation import (
     reliability_mask,
     standing_camera,
 )
-from mfdepth.masks.dynamic import compute_dynamic_mask, depth_inconsistency_mask, mask_quality, median_ratio
+from mfdepth.masks.dynamic import (
+    compute_dynamic_mask,
+    depth_inconsistency_mask,
+    mask_quality,
+    median_ratio,
+    rule_settings,
+    two_way_match_depth,
+)
 from mfdepth.masks.ground import (
     camera_height_scale,
     fit_ground_plane,
@@ -36,7 +43,7 @@ __all__ = [
     "camera_height_scale", "compute_dynamic_mask", "connected_components", "cost_volume_inconsistency",
     "depth_inconsistency_mask", "dilate", "distillation_region", "fit_ground_plane", "ground_mask",
     "height_above_plane", "least_sharp", "mask_quality", "median_ratio", "metric_by_camera_height",
-    "reliability_mask", "remove_small_blobs", "standing_camera",
+    "reliability_mask", "remove_small_blobs", "rule_settings", "standing_camera", "two_way_match_depth",
 ]
 
 median_scale = median_ratio

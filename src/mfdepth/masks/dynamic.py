@@ -3,8 +3,13 @@ stage, and its quality against true motion masks."""
 
 from __future__ import annotations
 
-import torch
+import dataclasses
+from collections.abc import Mapping
 
+import torch
+import torch.nn.functional as F
+
+from mfdepth.losses import min_reprojection_error
 from mfdepth.masks.distillation import standing_camera
 from mfdepth.masks.ground import fit_ground_plane, ground_mask
 from mfdepth.masks.morphology import dilate, remove_small_blobs
@@ -66,7 +71,61 @@ def depth_inconsistency_mask(
 
 
 # ---------------------------------------------------------------------------------------------
+# D_o from the cost volume's matches
+
+
+def two_way_match_depth(
+    depth_multi: Tensor,
+    depth_single: Tensor,
+    match_previous: Tensor,
+    match_next: Tensor,
+    target: Tensor,
+    sources: Mapping[int, Tensor],
+    poses: Mapping[int, Tensor],
+    K: Tensor,
+    ssim_weight: float = 0.85,
+) -> Tensor:
+    """D_o of ``masks.depth_source=two_way_match``: the nearer of the multi-frame net's two lowest-cost
+    depths, one matched against the previous and one against the next frame, wherever it warps the source
+    frames better than the single-frame depth does; the multi-frame net's output elsewhere.
+
+    A car driving with the camera matches far against either neighbour, while a static pixel's false far
+    match seldom repeats against the other, so the nearer match is far mostly on the cars; and it shows their
+    motion where a multi-frame net trained for few joint steps has not yet learned to follow its cost
+    volume there (what METHOD.md's over-fitted M0 would predict; docs/convergence.md, failure 19).
+
+    Args:
+        depth_multi, depth_single: ``(B, 1, H, W)`` metres, the multi- and single-frame nets' depths in the
+            pose net's units.
+        match_previous, match_next: ``(B, 1, h, w)`` metres, the cost volume's lowest-cost depth against
+            the previous and against the next frame (resized to ``(H, W)`` by nearest neighbour: no blending
+            of depths across object edges).
+        target ``(B, 3, H, W)``, sources ``{offset: (B, 3, H, W)}``, poses ``{offset: (B, 4, 4)}``, K
+        ``(B, 3, 3)``: the frames the photometric comparison warps (:func:`mfdepth.losses.min_reprojection_error`).
+    Returns:
+        ``(B, 1, H, W)`` metres.
+    """
+    size = tuple(depth_multi.shape[-2:])
+    nearer = torch.minimum(match_previous, match_next)
+    if tuple(nearer.shape[-2:]) != size:
+        nearer = F.interpolate(nearer, size=size, mode="nearest")
+    offsets = sorted(sources)
+    frames, motions = [sources[o] for o in offsets], [poses[o] for o in offsets]
+    match_error, _ = min_reprojection_error(target, frames, nearer, motions, K, ssim_weight)
+    reference_error, _ = min_reprojection_error(target, frames, depth_single, motions, K, ssim_weight)
+    return torch.where(match_error < reference_error, nearer, depth_multi)
+
+
+# ---------------------------------------------------------------------------------------------
 # The full offline rule
+
+
+def rule_settings(mask_config) -> dict:
+    """The keyword arguments of :func:`compute_dynamic_mask` held by a ``MaskConfig`` (all its fields but
+    ``depth_source``: which depth is D_o is the caller's choice)."""
+    settings = dataclasses.asdict(mask_config)
+    settings.pop("depth_source", None)
+    return settings
 
 
 def compute_dynamic_mask(
@@ -88,7 +147,7 @@ def compute_dynamic_mask(
 ) -> Tensor:
     """The depth inconsistency mask of METHOD.md (steps 3-4); keyword names match ``MaskConfig``.
 
-    ``compute_dynamic_mask(d_multi, d_single, K, **dataclasses.asdict(config.masks))`` applies a config.
+    ``compute_dynamic_mask(d_multi, d_single, K, **rule_settings(config.masks))`` applies a config.
 
     1. ratio test (:func:`depth_inconsistency_mask`),
     2. if ``ground_check``: fit the ground plane to D_r's lower region and unflag pixels whose D_r point

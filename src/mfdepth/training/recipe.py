@@ -7,7 +7,6 @@ produces it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -40,7 +39,13 @@ from mfdepth.run_layout import (
     stereo_prior_path,
 )
 from mfdepth.training import loop
-from mfdepth.training.stages import PretrainStage, StudentStage, TeacherStage, predict_poses, seeded
+from mfdepth.training.stages import (
+    PretrainStage,
+    StudentStage,
+    TeacherStage,
+    predict_poses,
+    seeded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,18 +187,28 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
 
         bar = tqdm(total=len(dataset), desc="masks", dynamic_ncols=True)
     standing_check = mcfg.standing_camera_fraction > 0
+    every_source = standing_check or mcfg.depth_source != "multi"
     for batch in loader:
         batch = loop.move_to_device(batch, device)
         _, target, _, sources, K, _ = nets.unpack(batch)
-        # The standing-camera check needs every source's pose for the auto-mask; M0 only the previous frame's.
-        poses = predict_poses(nets.pose, target, sources if standing_check else {-1: sources[-1]})
-        depth_single = nets.scaled(nets.single(target), K)["depth"][0]
-        depth_multi = nets.scaled(nets.multi(target, sources[-1], poses[-1], K), K)["depth"][0]
+        # The standing-camera check and the two-way match need every source's pose; M0 only the previous frame's.
+        poses = predict_poses(nets.pose, target, sources if every_source else {-1: sources[-1]})
+        single_out = nets.single(target)
+        multi_out = nets.multi(target, sources[-1], poses[-1], K)
+        depth_multi = nets.scaled(multi_out, K)["depth"][0]
+        depth_single = nets.scaled(single_out, K)["depth"][0]
+        if mcfg.depth_source == "two_way_match":
+            match_next = nets.multi(target, sources[1], poses[1], K)["cost_volume_depth"]
+            matched = mask_rules.two_way_match_depth(
+                multi_out["depth"][0], single_out["depth"][0], multi_out["cost_volume_depth"], match_next,
+                target, sources, poses, K, config.loss.ssim_weight)
+            # D_o takes M0's scale normalisation (a factor per image), D_r its own.
+            depth_multi = matched * depth_multi / multi_out["depth"][0]
         kept = None
         if standing_check:
             kept = losses.automask_of(target, sources, depth_single, poses, K, config.loss.ssim_weight)
             standing_frames += int(mask_rules.standing_camera(kept, mcfg.standing_camera_fraction).sum())
-        dynamic = mask_rules.compute_dynamic_mask(depth_multi, depth_single, K, **dataclasses.asdict(mcfg),
+        dynamic = mask_rules.compute_dynamic_mask(depth_multi, depth_single, K, **mask_rules.rule_settings(mcfg),
                                                   automask_kept=kept)
         for i, sample_id in enumerate(batch["id"]):
             path = mask_path_for(out_dir, sample_id)
@@ -217,6 +232,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         "masked_fraction": masked_pixels / max(total_pixels, 1),
         "thresholds": {"upper_ratio": mcfg.upper_ratio, "lower_ratio": mcfg.lower_ratio},
         "ground_check": mcfg.ground_check,
+        "depth_source": mcfg.depth_source,
         "standing_camera_fraction": mcfg.standing_camera_fraction,
         "standing_camera_frames": standing_frames,
     }
