@@ -41,7 +41,6 @@ def test_round_trip_through_yaml(tmp_path):
         ("model.encoder_width=-0.5", "model.encoder_width"),
         ("model.encoder_width=0.5 model.pretrained_weights=r18.pth", "model.encoder_width=0.5"),
         ("masks.depth_source=lowest_cost", "masks.depth_source"),
-        ("masks.depth_source=two_way_match data.frame_offsets=[0,-1]", "data.frame_offsets"),
     ],
 )
 def test_bad_overrides_name_the_key(override, needle):
@@ -70,3 +69,12 @@ def test_shipped_recipes_load_and_synthetic_equals_defaults():
     assert (kitti.data.height, kitti.data.width, kitti.train.batch_size) == (192, 640, 12)
     assert kitti.model.num_depth_bins == 96 and kitti.train.learning_rate == 1e-4
     load_config(configs / "cityscapes.yaml")
+
+
+def test_the_two_way_mask_falls_back_to_the_multi_frame_output_without_the_next_frame():
+    from mfdepth.config import mask_depth_source
+
+    assert mask_depth_source(load_config(None)) == ("two_way_match", None)
+    source, why = mask_depth_source(load_config(None, ["data.frame_offsets=[0, -1]"]))
+    assert source == "multi" and "data.frame_offsets, now [0, -1]" in why
+    assert mask_depth_source(load_config(None, ["masks.depth_source=multi"])) == ("multi", None)

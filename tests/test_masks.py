@@ -132,8 +132,9 @@ def test_dynamic_mask_accepts_mask_config_fields():
 
     single, car, _ = _scene_with_car()
     multi = torch.where(car, 3.0 * single, single)
-    cfg = dataclasses.replace(MaskConfig(), align_median=False, ground_check=False, dilation=1)
-    mask = M.compute_dynamic_mask(multi, single, _K(), **dataclasses.asdict(cfg))
+    cfg = dataclasses.replace(MaskConfig(), align_median=False, ground_check=False, dilation=1,
+                              standing_camera_fraction=0.0)
+    mask = M.compute_dynamic_mask(multi, single, _K(), **M.rule_settings(cfg))
     assert torch.equal(mask, M.dilate(car, 1))
 
 

@@ -155,7 +155,7 @@ class LossConfig:
     """With the gate: only the pixels whose match lies beyond ``consistency_high`` times S0's depth leave the
     consistency term (an object driving with the camera matches far away); nearer matches stay distilled
     from S0, so M0 keeps its static pixels (docs/convergence.md, failure 18)."""
-    distill_dynamic_regardless_of_reliability: bool = False
+    distill_dynamic_regardless_of_reliability: bool = True
     """Student stage: the pixels of the depth inconsistency mask are distilled from S* whatever the reliability
     mask says (not METHOD.md, whose R also applies there): on a car driving with the camera a too-far depth warps
     best, so R withholds the distillation on the pixels the mask found (docs/convergence.md, failure 18)."""
@@ -228,25 +228,37 @@ MASK_DEPTH_SOURCES = ("multi", "two_way_match")
 
 @dataclass
 class MaskConfig:
+    """The depth inconsistency mask's rule (METHOD.md; :func:`mfdepth.masks.compute_dynamic_mask`). The defaults
+    are the CPU demo's: D_o from the two-way match, the upper side only, no ground check, blobs under 20 px
+    dropped, no mask on standing frames (docs/convergence.md, failures 17-19). METHOD.md's rule, kept in
+    ``configs/kitti.yaml`` and ``configs/cityscapes.yaml``: ``depth_source: multi``, ``lower_ratio: 0.85``,
+    ``ground_check: true``, ``min_blob_area: 0``, ``standing_camera_fraction: 0``."""
+
     upper_ratio: float = 2.0
-    lower_ratio: float = 0.85
+    lower_ratio: float = 0.0
+    """Flag where D_o < lower_ratio * D_r too (paper: 0.85; 0 = the upper side only: at 64x192 S0 and M0 differ
+    by over 15% on a quarter of the static pixels, docs/convergence.md, failure 17)."""
     align_median: bool = True
-    ground_check: bool = True
+    ground_check: bool = False
+    """Unflag pixels whose D_r point lies on the fitted ground plane (paper: on; it unflags the cars' lower
+    half too, failure 17)."""
     camera_height: float | None = None
     """Known camera height in metres (KITTI 1.65); None = estimated from the ground plane fit."""
     ground_tolerance: float = 0.15
     """Relative tolerance on the height above the fitted ground plane (fraction of camera height)."""
-    min_blob_area: int = 0
+    min_blob_area: int = 20
     dilation: int = 0
-    depth_source: str = "multi"
+    depth_source: str = "two_way_match"
     """D_o, the depth the rule compares with S0's: ``multi`` (METHOD.md: M0's output) or ``two_way_match``
     (the nearer of M0's lowest-cost depths matched against the previous and against the next frame, where
     it warps the source frames better than S0's depth does; M0's output elsewhere;
-    :func:`mfdepth.masks.match_where_it_warps_better`). A car driving with the camera matches far against
+    :func:`mfdepth.masks.two_way_match_depth`). A car driving with the camera matches far against
     either neighbour, a static pixel's false far match seldom against both; and the match shows the cars'
     motion where an M0 trained for few joint steps has not yet learned to follow it (docs/convergence.md,
-    failure 19). Needs the frames -1 and +1."""
-    standing_camera_fraction: float = 0.0
+    failure 19: the demo's training-frame mask 0.32-0.33 against 0.005-0.011, the full method better on every
+    seed). Needs the frame +1 (``data.frame_offsets``); without it D_o is M0's output, with a warning
+    (:func:`mask_depth_source`)."""
+    standing_camera_fraction: float = 0.9
     """A training frame in which at least this share of the pixels match better unwarped than warped with
     S0's depth (Monodepth2's auto-mask) is taken as a standing camera (:func:`mfdepth.masks.standing_camera`):
     the masks stage writes an empty mask for it (M0's cost volume saw no parallax, so its depth says nothing
@@ -542,6 +554,15 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def mask_depth_source(config: Config) -> tuple[str, str | None]:
+    """The D_o the masks stage and the judge use with ``config``, and why it is not ``masks.depth_source``
+    (None when it is): the two-way match needs the frame +1, without which D_o is M0's output."""
+    source, offsets = config.masks.depth_source, list(config.data.frame_offsets)
+    if source == "two_way_match" and 1 not in offsets:
+        return "multi", f"the two-way match needs the frame +1 (data.frame_offsets, now {offsets})"
+    return source, None
+
+
 def stereo_prior_unavailable(config: Config) -> str | None:
     """Why ``train.stereo_prior_steps`` (or the teacher's or student's) cannot give labels with ``config``
     (None when it can)."""
@@ -604,9 +625,6 @@ def validate(config: Config) -> None:
     if config.masks.depth_source not in MASK_DEPTH_SOURCES:
         raise ConfigError(f"masks.depth_source: '{config.masks.depth_source}' is not one of "
                           f"{', '.join(MASK_DEPTH_SOURCES)}")
-    if config.masks.depth_source == "two_way_match" and not {-1, 1} <= set(config.data.frame_offsets):
-        raise ConfigError("masks.depth_source=two_way_match matches against the frames -1 and +1: "
-                          f"data.frame_offsets (now {list(config.data.frame_offsets)}) must contain both, e.g. [0, -1, 1]")
     if config.train.lr_schedule not in ("step", "cosine"):
         raise ConfigError(f"train.lr_schedule: '{config.train.lr_schedule}' is not one of step, cosine")
     if config.model.scale_normalisation not in ("none", "ground_plane", "lower_region"):

@@ -136,17 +136,19 @@ def test_frames_whose_camera_stands_get_an_empty_mask(tiny_world, tmp_path, monk
     assert on["masked_fraction"] == pytest.approx(1.0 - standing / frames)
 
 
-def test_the_masks_stage_compares_the_two_way_match_with_s0(tiny_world, tmp_path, monkeypatch):
+def test_the_masks_stage_compares_the_two_way_match_with_s0(tiny_world, tmp_path, monkeypatch, caplog):
     """``masks.depth_source=two_way_match``: the masks stage runs the two-way match and gives the rule its
     D_o. The real function first (the summary names the source), then a stand-in returning 3x S0's depth on
     the left half and S0's elsewhere: exactly that half is flagged (upper side only, no median alignment),
-    and the stand-in saw M0's matches against both neighbours."""
+    and the stand-in saw M0's matches against both neighbours. Without the frame +1 it falls back to M0's
+    output and says so."""
     from mfdepth import masks as mask_rules
     from mfdepth.config import apply_overrides
     from mfdepth.training.recipe import run_masks
 
     config = tiny_config(tiny_world, tmp_path / "tw", "masks.ground_check=false", "masks.lower_ratio=0",
-                         "masks.align_median=false", "masks.depth_source=two_way_match")
+                         "masks.align_median=false", "masks.depth_source=two_way_match", "masks.min_blob_area=0",
+                         "masks.standing_camera_fraction=0")
     run_stage("pretrain", config, config.run_dir, progress=False)
     summary = run_masks(config, config.run_dir, progress=False)
     assert summary["depth_source"] == "two_way_match" and 0.0 <= summary["masked_fraction"] <= 1.0
@@ -166,6 +168,10 @@ def test_the_masks_stage_compares_the_two_way_match_with_s0(tiny_world, tmp_path
     seen.clear()
     run_masks(apply_overrides(config, ["masks.depth_source=multi"]), config.run_dir, progress=False)
     assert not seen
+    with caplog.at_level("WARNING", logger="mfdepth.training.recipe"):
+        summary = run_masks(apply_overrides(config, ["data.frame_offsets=[0,-1]"]), config.run_dir, progress=False)
+    assert not seen and summary["depth_source"] == "multi"
+    assert "needs the frame +1" in caplog.text and "masks.depth_source=multi" in caplog.text
 
 
 def test_stage_without_its_input_names_the_command(tiny_world, tmp_path):
@@ -570,7 +576,7 @@ def test_frames_whose_camera_stands_are_distilled_whole(stage_class, switch, ext
     assert not regions[False][0].all()  # an untrained net's matches are not all distrusted
     assert regions[True][0].all() and torch.equal(regions[True][1], regions[False][1])
     with pytest.raises(ConfigError, match=f"loss.{switch} needs masks.standing_camera_fraction"):
-        load_config(None, [f"loss.{switch}=true"])
+        load_config(None, [f"loss.{switch}=true", "masks.standing_camera_fraction=0"])
 
 
 def test_the_far_only_gate_hands_only_far_matches_and_their_own_target_pulls_there(tiny_world, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mfdepth import masks as mask_rules
+from mfdepth.config import mask_depth_source
 from mfdepth.data import build_dataset
 from mfdepth.data.base import collate_samples
 from mfdepth.evaluation.metrics import MaskQualityAccumulator, relative_pose_errors
@@ -156,6 +157,7 @@ class ConvergenceJudge:
         multi_net = nets.get("multi")
         if multi_net is not None and with_multi:
             raw_multi, source = [], []
+            two_way = mask_depth_source(self.config)[0] == "two_way_match"
             for i in range(0, len(self.target), 8):
                 part = slice(i, i + 8)
                 target, K = self.target[part], self.K[part]
@@ -163,7 +165,7 @@ class ConvergenceJudge:
                 part_poses = {o: motion[part] for o, motion in poses.items()}
                 multi_out = multi_net(target, sources[-1], part_poses[-1], K)
                 raw_multi.append(multi_out["depth"][0])
-                if self.config.masks.depth_source == "two_way_match":
+                if two_way:
                     match_next = multi_net(target, sources[1], part_poses[1], K)["cost_volume_depth"]
                     source.append(mask_rules.two_way_match_depth(
                         multi_out["depth"][0], raw_single[part], multi_out["cost_volume_depth"], match_next, target,

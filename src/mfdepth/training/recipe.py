@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from mfdepth import losses, run_layout
 from mfdepth import masks as mask_rules
 from mfdepth.checkpoint import MULTI, POSE, TEACHER, CheckpointError, load_checkpoint, restore_networks
-from mfdepth.config import Config, save_config, stereo_prior_unavailable, to_dict
+from mfdepth.config import Config, mask_depth_source, save_config, stereo_prior_unavailable, to_dict
 from mfdepth.data import build_dataset, mask_path_for
 from mfdepth.data.base import collate_samples
 from mfdepth.data.camera import camera_meta
@@ -187,7 +187,12 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
 
         bar = tqdm(total=len(dataset), desc="masks", dynamic_ncols=True)
     standing_check = mcfg.standing_camera_fraction > 0
-    every_source = standing_check or mcfg.depth_source != "multi"
+    depth_source, unavailable = mask_depth_source(config)
+    if unavailable:
+        log.warning("masks.depth_source=%s: D_o is M0's output, %s; set masks.depth_source=%s to say so",
+                    mcfg.depth_source, unavailable, depth_source)
+    two_way = depth_source == "two_way_match"
+    every_source = standing_check or two_way
     for batch in loader:
         batch = loop.move_to_device(batch, device)
         _, target, _, sources, K, _ = nets.unpack(batch)
@@ -197,7 +202,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         multi_out = nets.multi(target, sources[-1], poses[-1], K)
         depth_multi = nets.scaled(multi_out, K)["depth"][0]
         depth_single = nets.scaled(single_out, K)["depth"][0]
-        if mcfg.depth_source == "two_way_match":
+        if two_way:
             match_next = nets.multi(target, sources[1], poses[1], K)["cost_volume_depth"]
             matched = mask_rules.two_way_match_depth(
                 multi_out["depth"][0], single_out["depth"][0], multi_out["cost_volume_depth"], match_next,
@@ -232,7 +237,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         "masked_fraction": masked_pixels / max(total_pixels, 1),
         "thresholds": {"upper_ratio": mcfg.upper_ratio, "lower_ratio": mcfg.lower_ratio},
         "ground_check": mcfg.ground_check,
-        "depth_source": mcfg.depth_source,
+        "depth_source": depth_source,
         "standing_camera_fraction": mcfg.standing_camera_fraction,
         "standing_camera_frames": standing_frames,
     }
