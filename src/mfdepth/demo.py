@@ -156,6 +156,11 @@ def write_report(config, run_dir: Path, evaluations: dict, mask_summary: dict, t
         if key in mask_summary:
             value = mask_summary[key]
             lines.append(f"- {key}: " + ("undefined (no pixel)" if value is None else f"{value:.3f}"))
+    undilated = mask_summary.get("before_dilation")
+    if undilated:
+        lines.append(f"- before its {mask_summary.get('dilation', '?')}-pixel dilation (the rule's own flags): "
+                     + ", ".join(f"{key} " + ("undefined" if undilated.get(key) is None else f"{undilated[key]:.3f}")
+                                 for key in ("iou", "precision", "recall")))
     if poses:
         lines += [
             "",

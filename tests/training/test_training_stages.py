@@ -174,6 +174,35 @@ def test_the_masks_stage_compares_the_two_way_match_with_s0(tiny_world, tmp_path
     assert "needs the frame +1" in caplog.text and "masks.depth_source=multi" in caplog.text
 
 
+def test_the_masks_stage_scores_the_rule_before_its_dilation(tiny_world, tmp_path, monkeypatch):
+    """``masks.dilation``: the stored masks are the rule's flags dilated (a 4 x 4 square of far D_o becomes
+    6 x 6 at one pixel), and the summary scores both: its ``before_dilation`` entry equals the quality of the
+    same run without dilation."""
+    from mfdepth import masks as mask_rules
+    from mfdepth.config import apply_overrides
+    from mfdepth.training.recipe import run_masks
+
+    config = tiny_config(tiny_world, tmp_path / "dil", "masks.ground_check=false", "masks.lower_ratio=0",
+                         "masks.align_median=false", "masks.depth_source=two_way_match", "masks.min_blob_area=0",
+                         "masks.standing_camera_fraction=0")
+    run_stage("pretrain", config, config.run_dir, progress=False)
+
+    def square_far(depth_multi, depth_single, *args, **kwargs):
+        far = torch.zeros_like(depth_single, dtype=torch.bool)
+        far[..., 6:10, 10:14] = True
+        return torch.where(far, 3.0 * depth_single, depth_single)
+
+    monkeypatch.setattr(mask_rules, "two_way_match_depth", square_far)
+    plain = run_masks(config, config.run_dir, progress=False)
+    dilated = run_masks(apply_overrides(config, ["masks.dilation=1"]), config.run_dir, progress=False)
+    pixels = config.data.height * config.data.width
+    assert plain["masked_fraction"] == pytest.approx(16 / pixels)
+    assert dilated["masked_fraction"] == pytest.approx(36 / pixels)
+    assert "before_dilation" not in plain and dilated["dilation"] == 1
+    for key in ("iou", "precision", "recall"):
+        assert dilated["before_dilation"][key] == plain[key]
+
+
 def test_stage_without_its_input_names_the_command(tiny_world, tmp_path):
     config = tiny_config(tiny_world, tmp_path / "empty")
     with pytest.raises(MissingStageError, match="--stage pretrain"):

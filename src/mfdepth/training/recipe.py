@@ -178,7 +178,7 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
     out_dir = masks_dir(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mcfg = config.masks
-    quality = MaskQualityAccumulator()
+    quality, undilated_quality = MaskQualityAccumulator(), MaskQualityAccumulator()
     masked_pixels, total_pixels, frames, frames_with_truth, standing_frames = 0, 0, 0, 0, 0
 
     bar = None
@@ -213,8 +213,12 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         if standing_check:
             kept = losses.automask_of(target, sources, depth_single, poses, K, config.loss.ssim_weight)
             standing_frames += int(mask_rules.standing_camera(kept, mcfg.standing_camera_fraction).sum())
-        dynamic = mask_rules.compute_dynamic_mask(depth_multi, depth_single, K, **mask_rules.rule_settings(mcfg),
+        # Dilated after the rule (the same order as compute_dynamic_mask's) so that the summary can score the
+        # rule's own flags too: the dilation widens them on purpose, for the stages that read the masks.
+        flagged = mask_rules.compute_dynamic_mask(depth_multi, depth_single, K,
+                                                  **{**mask_rules.rule_settings(mcfg), "dilation": 0},
                                                   automask_kept=kept)
+        dynamic = mask_rules.dilate(flagged, mcfg.dilation)
         for i, sample_id in enumerate(batch["id"]):
             path = mask_path_for(out_dir, sample_id)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,8 +228,11 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         frames += dynamic.shape[0]
         truth = batch.get("motion_mask")
         if truth is not None:
-            for predicted, true in zip(dynamic.cpu().numpy(), truth.cpu().numpy() > 0.5):
+            for predicted, rule_only, true in zip(dynamic.cpu().numpy(), flagged.cpu().numpy(),
+                                                  truth.cpu().numpy() > 0.5):
                 quality.update(predicted[0], true[0])
+                if mcfg.dilation:
+                    undilated_quality.update(rule_only[0], true[0])
             frames_with_truth += dynamic.shape[0]
         if bar is not None:
             bar.update(dynamic.shape[0])
@@ -240,14 +247,22 @@ def run_masks(config: Config, run_dir: Path, progress: bool = True) -> dict:
         "depth_source": depth_source,
         "standing_camera_fraction": mcfg.standing_camera_fraction,
         "standing_camera_frames": standing_frames,
+        "dilation": mcfg.dilation,
     }
     if frames_with_truth:
-        scores = quality.compute()
         # NaN (nothing predicted or nothing true) is stored as null: undefined, not zero.
-        summary.update({k: None if math.isnan(scores[k]) else scores[k] for k in ("iou", "precision", "recall")})
+        summary.update(_quality_entries(quality))
+        if mcfg.dilation:
+            summary["before_dilation"] = _quality_entries(undilated_quality)
         summary["frames_with_truth"] = frames_with_truth
     mask_summary_path(run_dir).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _quality_entries(quality: MaskQualityAccumulator) -> dict:
+    """IoU, precision and recall of an accumulator, NaN (undefined) as None."""
+    scores = quality.compute()
+    return {k: None if math.isnan(scores[k]) else scores[k] for k in ("iou", "precision", "recall")}
 
 
 RESUMABLE_MODEL_CHANGES = ("pretrained_weights",)
