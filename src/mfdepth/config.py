@@ -247,7 +247,12 @@ class MaskConfig:
     ground_tolerance: float = 0.15
     """Relative tolerance on the height above the fitted ground plane (fraction of camera height)."""
     min_blob_area: int = 20
-    dilation: int = 0
+    dilation: int = 2
+    """Grow the rule's flags by this many pixels before the later stages read them (METHOD.md step 4,
+    optional; paper: none given). The flags miss the cars' outline, where S0 gives a car pixel the
+    background's depth; at 2 the teacher stops learning it back there: the demo's full method better on all
+    and moving pixels on every seed (moving 0.394 / 0.399 / 0.357 against 0.450 / 0.438 / 0.371), the
+    training-frame IoU 0.28-0.29 against the rule's own 0.32-0.33 (docs/convergence.md, failure 19)."""
     depth_source: str = "two_way_match"
     """D_o, the depth the rule compares with S0's: ``multi`` (METHOD.md: M0's output) or ``two_way_match``
     (the nearer of M0's lowest-cost depths matched against the previous and against the next frame, where
