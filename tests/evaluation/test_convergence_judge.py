@@ -102,7 +102,7 @@ def test_the_judges_mask_compares_the_configured_depth_with_the_single_frame_one
     from mfdepth.config import apply_overrides
 
     config = apply_overrides(judge.config, [f"masks.depth_source={source}", "masks.ground_check=false",
-                                            "masks.lower_ratio=0", "masks.min_blob_area=0",
+                                            "masks.lower_ratio=0", "masks.min_blob_area=0", "masks.dilation=0",
                                             "masks.standing_camera_fraction=0"])
     scored = ConvergenceJudge.__new__(ConvergenceJudge)
     scored.__dict__.update(judge.__dict__, config=config)

@@ -148,7 +148,7 @@ def test_the_masks_stage_compares_the_two_way_match_with_s0(tiny_world, tmp_path
 
     config = tiny_config(tiny_world, tmp_path / "tw", "masks.ground_check=false", "masks.lower_ratio=0",
                          "masks.align_median=false", "masks.depth_source=two_way_match", "masks.min_blob_area=0",
-                         "masks.standing_camera_fraction=0")
+                         "masks.dilation=0", "masks.standing_camera_fraction=0")
     run_stage("pretrain", config, config.run_dir, progress=False)
     summary = run_masks(config, config.run_dir, progress=False)
     assert summary["depth_source"] == "two_way_match" and 0.0 <= summary["masked_fraction"] <= 1.0
@@ -184,7 +184,7 @@ def test_the_masks_stage_scores_the_rule_before_its_dilation(tiny_world, tmp_pat
 
     config = tiny_config(tiny_world, tmp_path / "dil", "masks.ground_check=false", "masks.lower_ratio=0",
                          "masks.align_median=false", "masks.depth_source=two_way_match", "masks.min_blob_area=0",
-                         "masks.standing_camera_fraction=0")
+                         "masks.dilation=0", "masks.standing_camera_fraction=0")
     run_stage("pretrain", config, config.run_dir, progress=False)
 
     def square_far(depth_multi, depth_single, *args, **kwargs):
