@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from pretrain_bench import write_results
+
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("eager", "loss", "nets")
 
@@ -97,9 +99,6 @@ def main() -> None:
         [f"--threads {args.threads}", f"--rounds {args.rounds}", *args.overrides])
     payload = {"runs": runs, "summary": summary, "threads": args.threads, "torch": torch.__version__,
                "platform": platform.platform(), "processor": platform.processor(), "command": command}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compile_step.json").write_text(json.dumps(payload, indent=2))
     lines = ["# torch.compile and the pretrain step", "",
              f"64x192, batch 4, {args.threads} threads, float32, torch {torch.__version__}; each variant in its own "
              f"process, {args.rounds} alternating rounds, medians over rounds.", "",
@@ -110,9 +109,7 @@ def main() -> None:
             ratio = summary[reference][phase]["median_step_s"] / row["median_step_s"]
             lines.append(f"| {variant} | {phase} | {row['first_two_steps_s']:.1f} | {row['median_step_s']:.3f} | "
                          f"{ratio:.2f}x |")
-    lines += ["", f"Command: `{command}`", ""]
-    (out / "compile_step.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.out, "compile_step", payload, lines)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Writes ``benchmarks/results/mask_cue_by_role_<name>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -43,6 +42,7 @@ from mfdepth.run_layout import config_path  # noqa: E402
 from mfdepth.training.recipe import _pretrain_networks  # noqa: E402
 from mfdepth.training.stages import predict_poses  # noqa: E402
 from moving_objects import instance_roles  # noqa: E402
+from pretrain_bench import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CUES = ("far (nearer match > 2x, warps better)", "near (farther match < 0.5x, warps better)",
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True, help="the synthetic world the run trained on")
     parser.add_argument("--name", required=True)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = Path(args.data)
@@ -122,9 +123,7 @@ def main(argv=None) -> int:
     for g in moving_roles:
         table[g]["share of moving pixels"] = table[g]["pixels"] / moving_total
     command = "python benchmarks/mask_cue_by_role.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"mask_cue_by_role_{args.name}.json").write_text(json.dumps(
-        {"run_dir": str(args.run_dir), "frames": len(dataset), "roles": table, "command": command}, indent=2))
+    payload = {"run_dir": str(args.run_dir), "frames": len(dataset), "roles": table, "command": command}
     columns = [*CUES, "nearer match / S0 (median, pixel-weighted)", "farther match / S0 (median, pixel-weighted)"]
     lines = [f"# The two-way depth cue by object role: {args.name}", "",
              f"Pretrain networks of `{args.run_dir}`, {len(dataset)} training frames at the network's resolution; "
@@ -135,9 +134,7 @@ def main(argv=None) -> int:
         share = row.get("share of moving pixels")
         lines.append(f"| {group} | {row['pixels']} | {'' if share is None else f'{share:.2f}'} | "
                      + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
-    lines += ["", f"Command: `{command}`", ""]
-    (RESULTS / f"mask_cue_by_role_{args.name}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.out, f"mask_cue_by_role_{args.name}", payload, lines)
     return 0
 
 
