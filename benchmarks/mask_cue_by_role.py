@@ -10,6 +10,9 @@ in motion and at rest, and for the background:
 * ``far (nearer match > 2x, warps better)``: what the upper-side rule can flag (before blob removal);
 * ``near (farther match < 0.5x, warps better)`` and ``< 0.85x``: what a lower side that also asks both
   neighbours to agree could flag;
+* ``disagree``: where the two matches contradict each other (the farther over 2x / 3x the nearer): a
+  point whose motion crosses the epipolar lines (a crossing car) matches near against one neighbour and
+  far against the other, while a static point has one depth;
 * the medians of the nearer and the farther match over S0's depth.
 
 A role the cue does not reach bounds the mask's recall whatever the thresholds: this is the ceiling of any
@@ -46,7 +49,8 @@ from pretrain_bench import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CUES = ("far (nearer match > 2x, warps better)", "near (farther match < 0.5x, warps better)",
-        "near (farther match < 0.85x, warps better)")
+        "near (farther match < 0.85x, warps better)", "disagree (farther match > 2x the nearer)",
+        "disagree (farther match > 3x the nearer)", "far, or disagree > 3x")
 
 
 @torch.no_grad()
@@ -90,8 +94,9 @@ def main(argv=None) -> int:
     for batch in loader:
         nearer, farther, nearer_better, farther_better = cue_maps(nets, batch, config.loss.ssim_weight)
         height, width = nearer.shape[-2:]
-        fired_by_cue = ((nearer > 2) & nearer_better, (farther < 0.5) & farther_better,
-                        (farther < 0.85) & farther_better)
+        far = (nearer > 2) & nearer_better
+        fired_by_cue = (far, (farther < 0.5) & farther_better, (farther < 0.85) & farther_better,
+                        farther > 2 * nearer, farther > 3 * nearer, far | (farther > 3 * nearer))
         for i, sample_id in enumerate(batch["id"]):
             folder, frame = sample_id.split()[:2]
             stem = f"{int(frame):010d}.png"
