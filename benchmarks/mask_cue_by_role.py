@@ -94,9 +94,9 @@ def main(argv=None) -> int:
     for batch in loader:
         nearer, farther, nearer_better, farther_better = cue_maps(nets, batch, config.loss.ssim_weight)
         height, width = nearer.shape[-2:]
-        far = (nearer > 2) & nearer_better
+        far, disagree = (nearer > 2) & nearer_better, farther > 3 * nearer
         fired_by_cue = (far, (farther < 0.5) & farther_better, (farther < 0.85) & farther_better,
-                        farther > 2 * nearer, farther > 3 * nearer, far | (farther > 3 * nearer))
+                        farther > 2 * nearer, disagree, far | disagree)
         for i, sample_id in enumerate(batch["id"]):
             folder, frame = sample_id.split()[:2]
             stem = f"{int(frame):010d}.png"
