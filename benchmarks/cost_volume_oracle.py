@@ -6,6 +6,8 @@ without any scaling (the true pose is metric). Rows:
 
 * ``quarter``: images downsampled to 1/4 and matched there (the grid of ManyDepth's cost volume);
 * ``half`` / ``full``: matched at 1/2 / full resolution, on their own grid;
+* ``half pooled to 1/4``: matched at 1/2 resolution, each 1/4 cell's cost the mean over its 2x2 pixels
+  (``model.fine_matching_downsample=2``);
 * ``full pooled to 1/4``: matched at full resolution, each 1/4 cell's cost the mean over its pixels
   (``model.fine_matching``, :func:`mfdepth.models.cost_volume.pooled_cost_volume`).
 
@@ -73,6 +75,10 @@ def main():
         cost, valid = build_cost_volume(t, s, T, scale_intrinsics(K, 1 / div, 1 / div), depths)
         _, best, reliable = finish_cost_volume(cost, valid, depths)
         rows[f"{name} ({size[0]}x{size[1]})"] = score(best, reliable, gt, config.eval.max_depth)
+    t, s = (F.interpolate(x, size=(H // 2, W // 2), mode="area") for x in (target, previous))
+    cost, valid = pooled_cost_volume(t, s, T, scale_intrinsics(K, 0.5, 0.5), depths, 2)
+    _, best, reliable = finish_cost_volume(cost, valid, depths)
+    rows[f"half pooled to 1/4 ({H // 4}x{W // 4})"] = score(best, reliable, gt, config.eval.max_depth)
     cost, valid = pooled_cost_volume(target, previous, T, K, depths, 4)
     _, best, reliable = finish_cost_volume(cost, valid, depths)
     rows[f"full pooled to 1/4 ({H // 4}x{W // 4})"] = score(best, reliable, gt, config.eval.max_depth)

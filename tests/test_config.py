@@ -41,6 +41,7 @@ def test_round_trip_through_yaml(tmp_path):
         ("model.encoder_width=-0.5", "model.encoder_width"),
         ("model.encoder_width=0.5 model.pretrained_weights=r18.pth", "model.encoder_width=0.5"),
         ("masks.depth_source=lowest_cost", "masks.depth_source"),
+        ("model.fine_matching_downsample=3", "model.fine_matching_downsample"),
     ],
 )
 def test_bad_overrides_name_the_key(override, needle):

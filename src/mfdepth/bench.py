@@ -99,11 +99,12 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
             result.update(_time(lambda: net(frames[0]), runs))
         nets = [net]
         flop_fn = lambda: net(frames[0])  # noqa: E731
-    elif kind in ("multi", "manydepth_reference"):
+    elif kind in ("multi", "multi_fine_half", "manydepth_reference"):
         reference = kind == "manydepth_reference"
         # The reference matches the full 64-channel single-scale features, as ManyDepth does.
         multi = MultiFrameDepthNet(num_depth_bins=bins, msff=not reference,
-                                   matching_channels=0 if reference else 16, fine_matching=not reference).eval()
+                                   matching_channels=0 if reference else 16, fine_matching=not reference,
+                                   fine_matching_downsample=2 if kind == "multi_fine_half" else 1).eval()
         pose = PoseNet().eval()
         if not reference:  # the reference runs as ManyDepth's code does: plain NCHW
             prepare_for_inference(multi, pose)
@@ -116,8 +117,9 @@ def _measure(kind: str, threads: int, height: int, width: int, bins: int, runs: 
             result.update(_time(pair, runs))
         nets = [multi, pose]
         flop_fn = pair
-    elif kind in ("streaming", "streaming_pose_half"):
-        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=True, fine_matching=True)
+    elif kind in ("streaming", "streaming_pose_half", "streaming_fine_half"):
+        multi = MultiFrameDepthNet(num_depth_bins=bins, msff=True, fine_matching=True,
+                                   fine_matching_downsample=2 if kind == "streaming_fine_half" else 1)
         pose = PoseNet(input_downsample=2 if kind == "streaming_pose_half" else 1)
         prepare_for_inference(multi, pose)
         stream = StreamingDepth(multi, pose)
@@ -153,7 +155,9 @@ def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2,
     plan = [
         ("manydepth_reference", height, width),
         ("multi", height, width),
+        ("multi_fine_half", height, width),
         ("streaming", height, width),
+        ("streaming_fine_half", height, width),
         ("streaming_pose_half", height, width),
         ("single", height, width),
         ("train_step", train_height, train_width),
@@ -164,7 +168,7 @@ def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2,
             results[kind] = pool.apply(_measure, (kind, threads, h, w, bins, max(runs if kind != "train_step" else 3, 1)))
         results[kind]["size"] = f"{h}x{w}"
     reference = results["manydepth_reference"]["median_s"]
-    for kind in ("multi", "streaming", "streaming_pose_half", "single"):
+    for kind in ("multi", "multi_fine_half", "streaming", "streaming_fine_half", "streaming_pose_half", "single"):
         results[kind]["speedup_vs_reference"] = reference / results[kind]["median_s"]
     payload = {
         "results": results,
@@ -178,8 +182,11 @@ def run_benchmarks(out_dir: str | Path = "benchmarks/results", threads: int = 2,
     (out / "bench.json").write_text(json.dumps(payload, indent=2))
     names = {
         "manydepth_reference": "reference: 64-ch single-scale matching, both frames encoded (ManyDepth-shaped)",
-        "multi": "multi-frame + pose, MSFF (pair of frames)",
+        "multi": "multi-frame + pose, MSFF, fine matching at full resolution (pair of frames)",
+        "multi_fine_half": "the same, fine matching at 1/2 resolution (model.fine_matching_downsample=2: KITTI, "
+                           "Cityscapes recipes)",
         "streaming": "multi-frame streaming step (one new frame)",
+        "streaming_fine_half": "streaming step, fine matching at 1/2 resolution (the KITTI recipe's network)",
         "streaming_pose_half": "streaming step, pose net on 1/2-resolution frames (model.pose_downsample=2)",
         "single": "single-frame net",
         "train_step": "training step (pretrain: S0 + M0 + pose, 4-scale losses), batch 4",

@@ -9,6 +9,8 @@ from mfdepth.models.cost_volume import (
     finish_cost_volume,
     match_sharpness,
     pooled_cost_volume,
+    sweep_grid,
+    sweep_pixels,
 )
 
 
@@ -46,6 +48,25 @@ def test_batched_cost_volume_equals_reference():
     assert agree.float().mean() > 0.995
     assert torch.allclose(fast[agree], slow[agree], atol=1e-5)
     assert 0.2 < fast_valid.float().mean() < 1.0  # the test covers both kinds of pixels
+
+
+def test_sweep_grid_is_the_normalised_sweep_with_its_validity():
+    gen = torch.Generator().manual_seed(2)
+    b, h, w, d = 2, 10, 16, 9
+    K = torch.tensor([[12.0, 0.0, 7.5], [0.0, 11.0, 4.5], [0.0, 0.0, 1.0]]).expand(b, 3, 3).clone()
+    T = torch.eye(4).expand(b, 4, 4).clone()
+    T[:, :3, 3] = torch.randn(b, 3, generator=gen)
+    T[1, 2, 3] = -3.0  # the source camera 3 m ahead: the nearest hypotheses lie behind it
+    depths = torch.stack([torch.linspace(0.5, 12.0, d), torch.linspace(0.2, 6.0, d)])
+    u, v, z = sweep_pixels(T, K, depths, h, w)
+    grid, valid = sweep_grid(T, K, depths, h, w)
+    expected = torch.stack([(2.0 * u + 1.0) / w - 1.0, (2.0 * v + 1.0) / h - 1.0], dim=-1)
+    expected_valid = (expected.abs() <= 1.0).all(dim=-1) & (z > 1e-3)
+    assert grid.shape == (b, d, h * w, 2) and valid.shape == (b, d, h * w)
+    assert torch.equal(valid, expected_valid)
+    assert torch.allclose(grid[valid], expected[valid], atol=1e-5)
+    assert torch.isfinite(grid).all()
+    assert 0.1 < valid.float().mean() < 0.9 and not (z[1] > 1e-3).all()  # both kinds, and points behind
 
 
 def test_finish_marks_invalid_and_static_pixels_unreliable():

@@ -187,10 +187,11 @@ def test_imagenet_weights_load_by_torchvision_names(tmp_path):
         ResnetEncoder(18, 1, weights_path=tmp_path / "missing.pth")
 
 
-@pytest.mark.parametrize("fine_matching", [False, True])
-def test_streaming_equals_pairwise_prediction(fine_matching):
+@pytest.mark.parametrize("fine_matching, downsample", [(False, 1), (True, 1), (True, 2)])
+def test_streaming_equals_pairwise_prediction(fine_matching, downsample):
     h, w = 64, 96
-    multi, pose = _small_multi(fine_matching=fine_matching).eval(), PoseNet().eval()
+    multi = _small_multi(fine_matching=fine_matching, fine_matching_downsample=downsample).eval()
+    pose = PoseNet().eval()
     frames = torch.rand(4, 1, 3, h, w)
     K = _K(1, h, w)
     stream = StreamingDepth(multi, pose)
@@ -220,6 +221,35 @@ def test_fine_matching_reports_the_image_costs_lowest_depth():
     assert torch.equal(out["cost_volume_depth"], expected)
     assert torch.equal(out["cost_volume_valid"], reliable)
     assert net.reduce[0].in_channels == 64 + 2 * net.num_depth_bins
+
+
+def test_fine_matching_at_half_resolution_matches_the_pooled_images():
+    """``fine_matching_downsample=2``: the images are matched at 1/2 resolution (intrinsics scaled with
+    them), each 1/4 cell's cost the mean over its 2x2 half-resolution pixels."""
+    import torch.nn.functional as F
+
+    from mfdepth.geometry import scale_intrinsics
+    from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
+
+    h, w = 64, 96
+    net = _small_multi(fine_matching=True, fine_matching_downsample=2).eval()
+    a, b = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w)
+    T = torch.eye(4)[None].clone()
+    T[0, 0, 3] = 0.5
+    K = _K(1, h, w)
+    with torch.no_grad():
+        out = net(a, b, T, K)
+    depths = net.depth_bins(1)
+    cost, valid = pooled_cost_volume(F.avg_pool2d(a, 2), F.avg_pool2d(b, 2), T, scale_intrinsics(K, 0.5, 0.5),
+                                     depths, 2)
+    _, expected, reliable = finish_cost_volume(cost, valid, depths)
+    assert torch.equal(out["cost_volume_depth"], expected)
+    assert torch.equal(out["cost_volume_valid"], reliable)
+    full = _small_multi(fine_matching=True).eval()
+    with torch.no_grad():
+        assert not torch.equal(full(a, b, T, K)["cost_volume_depth"], expected)  # a different cost
+    with pytest.raises(ValueError, match="fine_matching_downsample"):
+        _small_multi(fine_matching=True, fine_matching_downsample=3)
 
 
 @pytest.mark.parametrize("fine_matching", [False, True])

@@ -31,6 +31,7 @@ def build_multi(config: Config, msff: bool, fine_matching: bool | None = None, c
         fine_matching=m.fine_matching if fine_matching is None else fine_matching,
         cost_hint=m.cost_hint if cost_hint is None else cost_hint, encoder_width=m.encoder_width,
         msff_residual=m.msff_residual if msff_residual is None else msff_residual,
+        fine_matching_downsample=m.fine_matching_downsample,
     )
 
 

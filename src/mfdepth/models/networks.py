@@ -154,8 +154,9 @@ class MultiFrameDepthNet(nn.Module):
     layer-1 features), builds the cost volume over ``num_depth_bins`` hypotheses spaced linearly in
     [d_min, d_max], concatenates it with the target's features, and continues to 1/32. d_min and d_max
     are buffers that track the teacher's depth range during training and travel in the checkpoint.
-    With ``fine_matching`` the two images are also matched at full resolution and that cost, averaged
-    over each 1/4 cell, is concatenated too (docs/convergence.md, failure 6); with ``cost_hint`` the
+    With ``fine_matching`` the two images are also matched at full resolution (or at 1 /
+    ``fine_matching_downsample`` of it) and that cost, averaged over each 1/4 cell, is concatenated too
+    (docs/convergence.md, failure 6); with ``cost_hint`` the
     lowest-cost depth itself (:meth:`lowest_cost_hint`).
 
     ``forward`` returns ``disp``/``depth`` (4 scales), ``cost_volume_depth`` (argmin depth at 1/4,
@@ -166,8 +167,13 @@ class MultiFrameDepthNet(nn.Module):
     def __init__(self, num_layers: int = 18, num_depth_bins: int = 96, min_depth: float = 0.1,
                  max_depth: float = 100.0, msff: bool = True, weights_path: str | Path | None = None,
                  matching_channels: int = 16, initial_depth: float | None = None, fine_matching: bool = False,
-                 cost_hint: bool = False, encoder_width: float = 1.0, msff_residual: bool = False):
+                 cost_hint: bool = False, encoder_width: float = 1.0, msff_residual: bool = False,
+                 fine_matching_downsample: int = 1):
         super().__init__()
+        if fine_matching_downsample not in (1, 2, 4):
+            raise ValueError(f"fine_matching_downsample: {fine_matching_downsample} must be 1, 2 or 4 (a divisor "
+                             f"of the cost volume's 1/{QUARTER} grid)")
+        self.fine_matching_downsample = fine_matching_downsample
         self.min_depth, self.max_depth, self.num_depth_bins, self.msff = min_depth, max_depth, num_depth_bins, msff
         self.msff_residual = msff and msff_residual
         self.fine_matching, self.cost_hint = fine_matching, cost_hint
@@ -257,7 +263,8 @@ class MultiFrameDepthNet(nn.Module):
         match = self.match_projection(context) if self.match_projection is not None else context
         features = {"stem": stem, "context": context, "match": match}
         if self.fine_matching:
-            features["image"] = image
+            ds = self.fine_matching_downsample
+            features["image"] = image if ds == 1 else F.avg_pool2d(image, ds)
         return features
 
     @staticmethod
@@ -290,8 +297,10 @@ class MultiFrameDepthNet(nn.Module):
         cost, argmin_depth, reliable = finish_cost_volume(cost, valid, depths)
         matched = cost
         if self.fine_matching:
+            ds = self.fine_matching_downsample
             fine_cost, fine_valid = pooled_cost_volume(
-                target_features["image"], source["image"], T_source_target, K[:, :3, :3], depths, QUARTER
+                target_features["image"], source["image"], T_source_target,
+                scale_intrinsics(K[:, :3, :3], 1.0 / ds, 1.0 / ds), depths, QUARTER // ds,
             )
             fine_cost, argmin_depth, reliable = finish_cost_volume(fine_cost, fine_valid, depths)
             matched = fine_cost
