@@ -40,11 +40,13 @@ def _sensitise(multi, single) -> None:
 
 
 def make_checkpoint(path: Path, dataset: str = "synthetic", stage: str = "student", msff: bool = True,
-                    msff_residual: bool | None = True) -> Path:
+                    msff_residual: bool | None = True, overrides: tuple[str, ...] = ()) -> Path:
     """A checkpoint of randomly initialised tiny networks (64x192, 8 depth bins) with real metadata;
-    ``msff_residual=None`` writes no ``msff_residual`` entry, as checkpoints from before the switch."""
+    ``msff_residual=None`` writes no ``msff_residual`` entry, as checkpoints from before the switch;
+    ``overrides`` are further config ``key=value`` pairs."""
     config = load_config(overrides=[
         f"data.height={HEIGHT}", f"data.width={WIDTH}", "model.num_depth_bins=8", f"data.dataset={dataset}",
+        *overrides,
     ])
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from inference_helpers import D_MAX, D_MIN, HEIGHT, WIDTH, to_tensor
+from inference_helpers import D_MAX, D_MIN, HEIGHT, WIDTH, make_checkpoint, to_tensor
 
 from mfdepth.cli import main
 from mfdepth.inference.onnx_backend import OnnxDepthPredictor
@@ -56,6 +56,26 @@ def test_multi_frame_export_is_one_graph_with_pose_and_matches_pytorch(multi_onn
     # more than the tolerance, so the parity above is not blind to the multi-frame half.
     other = session.run(None, {"target": target.numpy(), "previous": target.numpy(), "K": K_batch.numpy()})[0]
     assert compare(other, torch_depth)[1] > 20 * PARITY_TOLERANCE
+
+
+def test_half_resolution_fine_matching_exports_and_predicts_as_trained(tmp_path, synthetic_frames):
+    """A checkpoint whose config matches the images at 1/2 resolution (``model.fine_matching_downsample=2``,
+    the KITTI recipe's) is rebuilt that way by the predictor and exported with parity."""
+    half = make_checkpoint(tmp_path / "half.ckpt", overrides=("model.fine_matching_downsample=2",))
+    full = make_checkpoint(tmp_path / "full.ckpt")
+    predictor = DepthPredictor(half)
+    assert predictor.multi.fine_matching_downsample == 2
+    images, K = synthetic_frames
+    target, previous = to_tensor(images[2]), to_tensor(images[1])
+    K_batch = torch.from_numpy(K).float()[None]
+    torch_depth = predictor.predict(target, previous, K_batch).numpy()
+    # Same weights, other matching resolution: another cost, another depth.
+    assert compare(DepthPredictor(full).predict(target, previous, K_batch).numpy(), torch_depth)[1] > 1e-3
+    report = export_onnx(half, tmp_path / "half.onnx", network="multi")
+    assert report.max_rel_diff is not None and report.max_rel_diff <= PARITY_TOLERANCE
+    onnx_depth = ort_session(report.path, threads=1).run(
+        None, {"target": target.numpy(), "previous": previous.numpy(), "K": K_batch.numpy()})[0]
+    assert compare(onnx_depth, torch_depth)[1] <= PARITY_TOLERANCE
 
 
 def test_previous_equal_to_target_is_the_single_frame_fallback(multi_onnx, checkpoint, synthetic_frames):
