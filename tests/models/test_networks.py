@@ -205,17 +205,23 @@ def test_streaming_equals_pairwise_prediction(fine_matching, downsample):
             assert torch.allclose(streamed[t], pair, atol=1e-5)
 
 
-def test_fine_matching_reports_the_image_costs_lowest_depth():
-    from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
-
+def _sideways_pair_through(net):
+    """Two random 64x96 frames, the camera 0.5 m sideways between them, and ``net``'s output on them:
+    ``(target, source, T, K, out)``."""
     h, w = 64, 96
-    net = _small_multi(fine_matching=True).eval()
     a, b = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w)
     T = torch.eye(4)[None].clone()
     T[0, 0, 3] = 0.5
     K = _K(1, h, w)
     with torch.no_grad():
-        out = net(a, b, T, K)
+        return a, b, T, K, net(a, b, T, K)
+
+
+def test_fine_matching_reports_the_image_costs_lowest_depth():
+    from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
+
+    net = _small_multi(fine_matching=True).eval()
+    a, b, T, K, out = _sideways_pair_through(net)
     cost, valid = pooled_cost_volume(a, b, T, K, net.depth_bins(1), 4)
     _, expected, reliable = finish_cost_volume(cost, valid, net.depth_bins(1))
     assert torch.equal(out["cost_volume_depth"], expected)
@@ -231,14 +237,8 @@ def test_fine_matching_at_half_resolution_matches_the_pooled_images():
     from mfdepth.geometry import scale_intrinsics
     from mfdepth.models.cost_volume import finish_cost_volume, pooled_cost_volume
 
-    h, w = 64, 96
     net = _small_multi(fine_matching=True, fine_matching_downsample=2).eval()
-    a, b = torch.rand(1, 3, h, w), torch.rand(1, 3, h, w)
-    T = torch.eye(4)[None].clone()
-    T[0, 0, 3] = 0.5
-    K = _K(1, h, w)
-    with torch.no_grad():
-        out = net(a, b, T, K)
+    a, b, T, K, out = _sideways_pair_through(net)
     depths = net.depth_bins(1)
     cost, valid = pooled_cost_volume(F.avg_pool2d(a, 2), F.avg_pool2d(b, 2), T, scale_intrinsics(K, 0.5, 0.5),
                                      depths, 2)
