@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mfdepth.config import load_config
+from mfdepth.run_layout import checkpoint_paths
 from mfdepth.training import loop
 from mfdepth.training.checkpoint import load_checkpoint
 from mfdepth.training.recipe import MissingStageError, run_stage
@@ -398,14 +399,17 @@ def test_multi_frame_net_can_join_as_a_copy_of_the_single_frame_net(tiny_world, 
     # A learning rate far below float precision: the checkpoint holds the weights the net joined with.
     config = tiny_config(tiny_world, tmp_path / "run", "train.warmup_steps=1", "train.multi_from_single=true",
                          "train.pretrain_learning_rate=1e-30")
-    models = load_checkpoint(run_stage("pretrain", config, config.run_dir, progress=False))["models"]
+    run_stage("pretrain", config, config.run_dir, progress=False)
+    # The raw weights travel in the rolling checkpoint (the final one holds the averages only).
+    models = load_checkpoint(checkpoint_paths(config.run_dir, "pretrain")[1])["models"]
     single, multi = models["raw.single"], models["raw.multi"]
     for key in ("decoder.disp_convs.0.weight", "encoder.layer3.0.conv1.weight"):
         assert key in multi and torch.equal(multi[key], single[key])
     assert multi["reduce.0.weight"][:, 64:].abs().max() < 1e-20  # the cost volume's weights start at 0
     plain = tiny_config(tiny_world, tmp_path / "plain", "train.warmup_steps=1", "train.multi_from_single=false",
                         "train.pretrain_learning_rate=1e-30")
-    plain_multi = load_checkpoint(run_stage("pretrain", plain, plain.run_dir, progress=False))["models"]["raw.multi"]
+    run_stage("pretrain", plain, plain.run_dir, progress=False)
+    plain_multi = load_checkpoint(checkpoint_paths(plain.run_dir, "pretrain")[1])["models"]["raw.multi"]
     assert not torch.equal(plain_multi["decoder.disp_convs.0.weight"], single["decoder.disp_convs.0.weight"])
 
 

@@ -261,7 +261,9 @@ class Checkpointer:
     ``train.checkpoint_every`` steps but written only once a later step's loss is finite and its depth not
     pinned at a bound (:class:`CollapseWatch`): a step with a finite loss can still leave diverged weights
     (a huge learning rate), and the NaN only shows next step. It is also written on an interruption and at
-    the end; the final ``<stage>.ckpt`` holds weights and metadata only (small enough to share).
+    the end. The final ``<stage>.ckpt`` holds the weights the next stage, evaluation and prediction use (the
+    averages, with weight averaging) and metadata only: half the size with averaging, a quarter with Adam's
+    state, so it is the file to share; lengthening a finished stage resumes from ``<stage>-last.ckpt``.
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, config, run_dir: Path,
@@ -304,23 +306,28 @@ class Checkpointer:
             step = int(state["step"])
             if runtime.is_main:
                 log.info("%s: resuming from %s at step %d", module.name, candidate, step)
+                if state.get("optimizer") is None and step < max_steps:
+                    log.warning("%s: %s has no optimizer state (%s is missing): the stage goes on from its "
+                                "final weights with a fresh optimizer, not exactly as an uninterrupted run would",
+                                module.name, candidate, last_path)
             return step
         return 0
 
-    def snapshot(self, step: int, with_optimizer: bool = True) -> dict:
-        """The checkpoint of the current state, copied to the CPU (so later steps cannot change it)."""
+    def snapshot(self, step: int, resumable: bool = True) -> dict:
+        """The checkpoint of the current state, copied to the CPU (so later steps cannot change it);
+        ``resumable`` keeps what only resuming reads (the optimizer's state and the raw weights)."""
         return _cpu_copy({
-            "models": self.module.checkpoint_models(),
-            "optimizer": self.optimizer.state_dict() if with_optimizer else None,
+            "models": self.module.checkpoint_models(resumable),
+            "optimizer": self.optimizer.state_dict() if resumable else None,
             "step": step,
             "stage": self.module.name,
             "meta": make_meta(self.config_dict, self.module.name, precision=self.runtime.precision,
                               **{**self.extra_meta, **self.module.checkpoint_meta()}),
         })
 
-    def save(self, path: Path, step: int, with_optimizer: bool = True) -> None:
+    def save(self, path: Path, step: int, resumable: bool = True) -> None:
         if self.runtime.is_main:
-            save_checkpoint(path, self.snapshot(step, with_optimizer))
+            save_checkpoint(path, self.snapshot(step, resumable))
 
     def after_step(self, step: int, max_steps: int) -> None:
         """Take the rolling checkpoint when it is due (it is written by :meth:`weights_are_sound`)."""
@@ -338,7 +345,7 @@ class Checkpointer:
         (or the rolling one when the stage is not done)."""
         self.save(self.last_path, step)
         if step >= max_steps:
-            self.save(self.final_path, step, with_optimizer=False)
+            self.save(self.final_path, step, resumable=False)
         return self.final_path if step >= max_steps else self.last_path
 
 

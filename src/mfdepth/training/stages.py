@@ -128,15 +128,17 @@ class StageModule(nn.Module):
         """The networks to score: the averages when weight averaging is on, else the trained ones."""
         return self._averages() or self.saved_networks()
 
-    def checkpoint_models(self) -> dict[str, dict]:
+    def checkpoint_models(self, resumable: bool = True) -> dict[str, dict]:
+        """Each saved network's state by name (its average with weight averaging on); ``resumable`` adds
+        the raw weights as ``raw.<name>``, which only resuming the stage reads."""
         nets = self.saved_networks()
         averages = self._averages()
         if averages is None:
             return {name: net.state_dict() for name, net in nets.items()}
-        return {
-            **{name: average.state_dict() for name, average in averages.items()},
-            **{f"raw.{name}": net.state_dict() for name, net in nets.items()},
-        }
+        states = {name: average.state_dict() for name, average in averages.items()}
+        if resumable:
+            states.update({f"raw.{name}": net.state_dict() for name, net in nets.items()})
+        return states
 
     def load_checkpoint_models(self, states: dict[str, dict]) -> None:
         nets = self.saved_networks()
