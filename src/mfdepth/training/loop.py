@@ -262,8 +262,8 @@ class Checkpointer:
     pinned at a bound (:class:`CollapseWatch`): a step with a finite loss can still leave diverged weights
     (a huge learning rate), and the NaN only shows next step. It is also written on an interruption and at
     the end. The final ``<stage>.ckpt`` holds the weights the next stage, evaluation and prediction use (the
-    averages, with weight averaging) and metadata only: half the size with averaging, a quarter with Adam's
-    state, so it is the file to share; lengthening a finished stage resumes from ``<stage>-last.ckpt``.
+    averages, with weight averaging) and metadata only, a quarter to a third of the rolling file (no raw
+    weights, no Adam moments): the file to share. Lengthening a finished stage resumes from ``<stage>-last.ckpt``.
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, config, run_dir: Path,
