@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from mfdepth.config import load_config, to_dict
 from mfdepth.evaluation.convergence import ConvergenceJudge, plot_curves
 from mfdepth.synth import ensure_world
 from mfdepth.training import recipe
+from pretrain_bench import scratch_folder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", nargs="+", default=["pretrain", "masks", "teacher", "student"])
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--data", default="data/synthetic", help="synthetic world (rendered if missing)")
-    parser.add_argument("--work", default=None, help="run directories (default: a temporary folder)")
+    parser.add_argument("--work", default=None, help="run directories, kept (default: a temporary folder, removed at exit)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     baselines = judge.baselines()
     print(f"constant {baselines['constant']['all']:.3f}  per-row prior {baselines['per_row_prior']['all']:.3f}",
           flush=True)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mfdepth-convergence-"))
+    work = Path(args.work) if args.work else scratch_folder("mfdepth-convergence-")
     runs = {}
     for seed in args.seeds:
         runs[str(seed)] = train_and_record(config, seed, args.stages, args.eval_every, work / f"seed{seed}", judge,

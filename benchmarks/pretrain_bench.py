@@ -9,8 +9,10 @@ Used by ``profile_step.py``, ``dataloader_contention.py``, ``optimizer_step.py``
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -64,9 +66,17 @@ def network_passes(module, batch: dict) -> dict:
     }
 
 
+def scratch_folder(prefix: str) -> Path:
+    """A new temporary folder, removed when the process exits: a benchmark's run folders hold checkpoints of
+    hundreds of MB each, and left in /tmp they filled the disk of a CI machine once."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def build_pretrain(overrides: list[str], prefix: str):
     """``(config, dataset, module, optimizer)`` of a pretrain stage in a fresh temporary run folder."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work = scratch_folder(prefix)
     config = load_config(None, [f"run_dir={work}", *overrides])
     ensure_world(config.data.root, preset=config.data.synth_preset, progress=False)
     dataset = training_dataset(config, work, with_masks=False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from mfdepth.evaluation.convergence import reference_scores
 from mfdepth.evaluation.runner import evaluate_checkpoint
 from mfdepth.run_layout import checkpoint_paths
 from mfdepth.training.recipe import run_stage
+from pretrain_bench import scratch_folder
 
 HERE = Path(__file__).resolve().parent
 # The 30-frame sequence beside the repository (shared/data), else the 4 frames shipped with the tests.
@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default=str(DEFAULT_ROOT), help="folder of frames with K.txt and depth/")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--work", default=None)
+    parser.add_argument("--work", default=None,
+                        help="run directories, kept (default: a temporary folder, removed at exit)")
     parser.add_argument("--name", default="real_video", help="results are written to results/<name>.json and .md")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     test = build_dataset(test_config.data, "test", augment=False)
     gts = [test[i]["depth_gt"][0].numpy() for i in range(len(test))]
     references = reference_scores(gts, max_depth=base.eval.max_depth, protocol=base.eval.protocol)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mfdepth-real-"))
+    work = Path(args.work) if args.work else scratch_folder("mfdepth-real-")
     runs = {}
     for seed in args.seeds:
         config = apply_overrides(base, [f"train.seed={seed}", f"run_dir={work / f'seed{seed}'}"])

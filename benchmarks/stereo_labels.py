@@ -24,7 +24,6 @@ import argparse
 import functools
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from mfdepth.data import build_dataset
 from mfdepth.data.two_view import load_or_compute_pose_priors
 from mfdepth.evaluation.poses import read_poses
 from mfdepth.synth import ensure_world
+from pretrain_bench import scratch_folder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = ((0.1, 0.5, None), (0.2, 0.5, None), (0.2, 1.0, None), (0.2, 0.5, 0.0), (0.2, 0.5, 0.25))
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     ensure_world(config.data.root, preset=config.data.synth_preset, progress=False)
     root = Path(config.data.root)
     dataset = build_dataset(config.data, "train", augment=False)
-    prior = load_or_compute_pose_priors(dataset, Path(tempfile.mkdtemp(prefix="mfdepth_stereo_")) / "pose_prior.npz")
+    prior = load_or_compute_pose_priors(dataset, scratch_folder("mfdepth_stereo_") / "pose_prior.npz")
     if args.oracle_cache:  # only the caches; the table of settings stays as it is
         write_oracle_caches(root, dataset, stereo.stereo_prior_table(dataset, prior), args.oracle_cache)
         return 0
