@@ -44,7 +44,7 @@ from mfdepth.losses import min_reprojection_error  # noqa: E402
 from mfdepth.run_layout import config_path  # noqa: E402
 from mfdepth.training.recipe import _pretrain_networks  # noqa: E402
 from mfdepth.training.stages import predict_poses  # noqa: E402
-from moving_objects import instance_roles  # noqa: E402
+from moving_objects import instance_map, instance_roles  # noqa: E402
 from pretrain_bench import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,8 +100,7 @@ def main(argv=None) -> int:
         for i, sample_id in enumerate(batch["id"]):
             folder, frame = sample_id.split()[:2]
             stem = f"{int(frame):010d}.png"
-            instance = Image.open(root / folder / "gt" / "instance" / stem)
-            instance = np.asarray(instance.resize((width, height), Image.NEAREST)).astype(np.int64)
+            instance = instance_map(root, sample_id, (height, width))
             moving = Image.open(root / folder / "gt" / "dynamic" / stem).convert("L")
             moving = np.asarray(moving.resize((width, height), Image.NEAREST)) > 0
             fired = [on[i] for on in fired_by_cue]

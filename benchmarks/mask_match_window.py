@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,11 +37,16 @@ from mfdepth.config import load_config  # noqa: E402
 from mfdepth.data import build_dataset  # noqa: E402
 from mfdepth.data.base import collate_samples  # noqa: E402
 from mfdepth.evaluation.metrics import MaskQualityAccumulator  # noqa: E402
-from mfdepth.models.cost_volume import build_cost_volume, finish_cost_volume, match_sharpness  # noqa: E402
+from mfdepth.models.cost_volume import (  # noqa: E402
+    build_cost_volume,
+    finish_cost_volume,
+    match_sharpness,
+    pooled_cost_volume,
+)
 from mfdepth.run_layout import config_path  # noqa: E402
 from mfdepth.training.recipe import _pretrain_networks  # noqa: E402
 from mfdepth.training.stages import predict_poses  # noqa: E402
-from moving_objects import instance_roles  # noqa: E402
+from moving_objects import instance_map, instance_roles  # noqa: E402
 from pretrain_bench import write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,21 +68,20 @@ def variant_name(variant: tuple[str, int, float, float]) -> str:
 
 
 def windowed_match(target: torch.Tensor, source: torch.Tensor, pose: torch.Tensor, K: torch.Tensor,
-                   depths: torch.Tensor, kind: str, size: int) -> torch.Tensor:
-    """Lowest-cost depth ``(B, 1, H, W)`` of the image cost aggregated by ``kind`` over ``size`` pixels."""
-    cost, valid = build_cost_volume(target, source, pose, K, depths)
-    valid = valid.to(cost.dtype)
-    if kind == "block":
-        fraction = F.avg_pool2d(valid, size)
-        cost = F.avg_pool2d(cost * valid, size) / fraction.clamp(min=1e-6)
-    else:
-        pad = size // 2
-        fraction = F.avg_pool2d(valid, size, stride=1, padding=pad, count_include_pad=False)
-        cost = F.avg_pool2d(cost * valid, size, stride=1, padding=pad, count_include_pad=False)
-        cost = cost / fraction.clamp(min=1e-6)
-        fraction, cost = fraction[..., : target.shape[-2], : target.shape[-1]], cost[..., : target.shape[-2], : target.shape[-1]]
-    keep = fraction >= 0.5
-    filled, depth, reliable = finish_cost_volume(cost * keep, keep, depths)
+                   depths: torch.Tensor, kind: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lowest-cost depth and its match sharpness, each ``(B, 1, H, W)``, of the image cost aggregated by
+    ``kind`` over ``size`` pixels."""
+    if kind == "block":  # the masks stage's own aggregation (its 4x4 cells)
+        cost, keep = pooled_cost_volume(target, source, pose, K, depths, size)
+    else:  # the same mean over valid pixels, in a window centred on every pixel
+        cost, valid = build_cost_volume(target, source, pose, K, depths)
+        valid = valid.to(cost.dtype)
+        pad, height, width = size // 2, *target.shape[-2:]
+        fraction = F.avg_pool2d(valid, size, stride=1, padding=pad, count_include_pad=False)[..., :height, :width]
+        total = F.avg_pool2d(cost * valid, size, stride=1, padding=pad, count_include_pad=False)[..., :height, :width]
+        keep = fraction >= 0.5
+        cost = total / fraction.clamp(min=1e-6) * keep
+    filled, depth, reliable = finish_cost_volume(cost, keep, depths)
     sharpness = match_sharpness(filled, reliable)
     size = tuple(target.shape[-2:])
     return F.interpolate(depth, size=size, mode="nearest"), F.interpolate(sharpness, size=size, mode="nearest")
@@ -120,36 +123,34 @@ def main(argv=None) -> int:
             depths = nets.multi.depth_bins(target.shape[0])
             fine_K = K[:, :3, :3]
             standing = mask_rules.standing_camera(kept, settings["standing_camera_fraction"])
-            cache = {}
+            truths = [m[0].numpy() > 0.5 for m in batch["motion_mask"]]
+            instances = [instance_map(root, sample_id, truths[0].shape) for sample_id in batch["id"]]
+            rule_flags = {}  # (kind, size) -> (matches, their sharpness, the rule's flags): shared by variants
             for variant in variants:
                 kind, size, ratio, least_sharpness = variant
-                if (kind, size) not in cache:
-                    cache[kind, size] = [windowed_match(target, sources[o], poses[o], fine_K, depths, kind, size)
-                                         for o in (-1, 1)]
-                matches = [depth for depth, _ in cache[kind, size]]
-                if (kind, size) == ("block", 4):
-                    own = F.interpolate(multi_out["cost_volume_depth"], size=matches[0].shape[-2:], mode="nearest")
-                    agreement.append(float((own == matches[0]).float().mean()))
-                matched = mask_rules.two_way_match_depth(multi_out["depth"][0], single_out["depth"][0], *matches,
-                                                         target, sources, poses, K, ssim)
-                d_o = matched * depth_multi / multi_out["depth"][0]
-                flagged = mask_rules.compute_dynamic_mask(d_o, depth_single, K, **settings, automask_kept=kept)
+                if (kind, size) not in rule_flags:
+                    pairs = [windowed_match(target, sources[o], poses[o], fine_K, depths, kind, size) for o in (-1, 1)]
+                    matches = [depth for depth, _ in pairs]
+                    if (kind, size) == ("block", 4):
+                        own = F.interpolate(multi_out["cost_volume_depth"], size=matches[0].shape[-2:], mode="nearest")
+                        agreement.append(float((own == matches[0]).float().mean()))
+                    matched = mask_rules.two_way_match_depth(multi_out["depth"][0], single_out["depth"][0], *matches,
+                                                             target, sources, poses, K, ssim)
+                    d_o = matched * depth_multi / multi_out["depth"][0]
+                    rule_flags[kind, size] = (matches, torch.minimum(*[s for _, s in pairs]),
+                                              mask_rules.compute_dynamic_mask(d_o, depth_single, K, **settings,
+                                                                              automask_kept=kept))
+                matches, sharpness, flagged = rule_flags[kind, size]
                 if ratio:
                     # Matches that contradict each other, where both are sharp (textureless pixels match anywhere)
-                    sharpness = torch.minimum(*[s for _, s in cache[kind, size]])
                     extra = (torch.maximum(*matches) > ratio * torch.minimum(*matches)) & (sharpness >= least_sharpness)
                     extra &= ~standing.view(-1, 1, 1, 1)
                     flagged = mask_rules.remove_small_blobs(flagged.bool() | extra, settings["min_blob_area"])
-                height, width = flagged.shape[-2:]
                 for i, sample_id in enumerate(batch["id"]):
-                    true = batch["motion_mask"][i, 0].numpy() > 0.5
+                    true, instance = truths[i], instances[i]
                     predicted = flagged[i, 0].numpy() > 0
                     quality[variant].update(predicted, true)
-                    folder, frame = sample_id.split()[:2]
-                    stem = f"{int(frame):010d}.png"
-                    instance = Image.open(root / folder / "gt" / "instance" / stem)
-                    instance = np.asarray(instance.resize((width, height), Image.NEAREST)).astype(np.int64)
-                    for ident, role in instance_roles(root, folder, roles_cache).items():
+                    for ident, role in instance_roles(root, sample_id.split()[0], roles_cache).items():
                         pixels = (instance == ident) & true
                         counts = by_role[variant][role]
                         counts[0] += int(pixels.sum())

@@ -36,7 +36,7 @@ from mfdepth.data.base import mask_path_for  # noqa: E402
 from mfdepth.data.files import read_mask_png  # noqa: E402
 from mfdepth.evaluation.metrics import MaskQualityAccumulator  # noqa: E402
 from mfdepth.run_layout import masks_dir  # noqa: E402
-from moving_objects import instance_roles  # noqa: E402
+from moving_objects import instance_map, instance_roles  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEPTH_BANDS = ((0.0, 10.0, "near (< 10 m)"), (10.0, 30.0, "10-30 m"), (30.0, np.inf, "far (> 30 m)"))
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"mask not found: {path} (run the masks stage of {args.run_dir} first)")
         stem = f"{int(frame):010d}"
         truth = read_mask_png(root / folder / "gt" / "dynamic" / f"{stem}.png")
-        instance = np.asarray(Image.open(root / folder / "gt" / "instance" / f"{stem}.png")).astype(np.int64)
+        instance = instance_map(root, sample_id)
         depth = np.load(root / folder / "gt" / "depth" / f"{stem}.npy", allow_pickle=False)
         flagged_small = Image.open(path).convert("L")
         flagged = np.asarray(flagged_small.resize(truth.shape[::-1], Image.NEAREST)) > 0

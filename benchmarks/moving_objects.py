@@ -40,6 +40,16 @@ from mfdepth.synth.scene import build_scene  # noqa: E402
 MAX_DEPTH = 80.0
 
 
+def instance_map(root: Path, sample_id: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The world's object-instance ids of a sample's target frame, ``(H, W)`` int64 (0 = background),
+    resized to ``size`` ``(height, width)`` by nearest neighbour when given."""
+    folder, frame = sample_id.split()[:2]
+    image = Image.open(root / folder / "gt" / "instance" / f"{int(frame):010d}.png")
+    if size is not None:
+        image = image.resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(image).astype(np.int64)
+
+
 def instance_roles(root: Path, folder: str, cache: dict) -> dict[int, str]:
     """Instance id -> role of one drive, from the scene the world was rendered from."""
     if folder not in cache:
@@ -64,7 +74,7 @@ def main(argv=None) -> int:
         folder, frame = sample_id.split()[:2]
         gt = batch["depth_gt"][k][0].numpy()
         valid = (gt > 1e-3) & (gt < MAX_DEPTH)
-        instance = np.asarray(Image.open(root / folder / "gt" / "instance" / f"{int(frame):010d}.png")).astype(np.int64)
+        instance = instance_map(root, sample_id)
         moving = read_mask_png(root / folder / "gt" / "dynamic" / f"{int(frame):010d}.png") > 0
         if instance.shape != gt.shape or moving.shape != gt.shape:
             raise ValueError(f"{folder} frame {frame}: instance / motion masks differ in size from the depth")
